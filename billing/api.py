@@ -1,0 +1,70 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, viewsets
+from rest_framework.permissions import IsAdminUser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing import selectors
+from billing.serializers import ChatSessionUsageSerializer
+from chatbots.services import model_test_usage
+from chatsite.errors import InvalidInput
+
+
+class ChatSessionUsageViewSet(viewsets.ReadOnlyModelViewSet):
+    """Token totals per chat of the signed-in user (kept after a chat is deleted)."""
+
+    serializer_class = ChatSessionUsageSerializer
+    pagination_class = None
+    lookup_value_regex = r"\d+"
+
+    def get_queryset(self):
+        return selectors.session_usage_list(user=self.request.user)
+
+
+class TestModelUsageView(APIView):
+    """Staff only: one short call through a model; its usage is recorded and returned."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        request=None,
+        parameters=[OpenApiParameter("model_name", str, required=True, description="model_id or name.")],
+        responses=inline_serializer(
+            "TestModelUsageOutput",
+            {
+                "success": serializers.BooleanField(),
+                "message": serializers.CharField(),
+                "response": serializers.CharField(),
+                "usage_recorded": inline_serializer(
+                    "UsageRecorded",
+                    {
+                        "usage_id": serializers.IntegerField(),
+                        "model_name": serializers.CharField(),
+                        "tokens": serializers.IntegerField(),
+                        "cost": serializers.FloatField(),
+                        "timestamp": serializers.DateTimeField(),
+                    },
+                ),
+            },
+        ),
+    )
+    def post(self, request):
+        model_name = request.query_params.get("model_name", "").strip()
+        if not model_name:
+            raise InvalidInput("Give `model_name`.", code="required")
+        result = model_test_usage(user=request.user, model_name=model_name)
+        event = result.event
+        return Response(
+            {
+                "success": True,
+                "message": "Model usage tracking test completed",
+                "response": result.response,
+                "usage_recorded": {
+                    "usage_id": event.pk,
+                    "model_name": event.ai_model.model_id,
+                    "tokens": event.prompt_tokens + event.completion_tokens,
+                    "cost": float(event.cost_usd),
+                    "timestamp": event.created_at.isoformat().replace("+00:00", "Z"),
+                },
+            }
+        )

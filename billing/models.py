@@ -1,0 +1,152 @@
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+# Rolling windows of the tier's limits, in the order they are shown.
+WINDOWS: dict[str, timedelta] = {
+    "hourly": timedelta(hours=1),
+    "three_hours": timedelta(hours=3),
+    "twelve_hours": timedelta(hours=12),
+    "daily": timedelta(days=1),
+    "weekly": timedelta(days=7),
+    "monthly": timedelta(days=30),
+}
+
+
+def _limit(help_text: str = "0 means unlimited."):
+    return models.PositiveBigIntegerField(default=0, help_text=help_text)
+
+
+class SubscriptionType(models.Model):
+    """A tier: a price and the quotas that come with it. 0 means unlimited."""
+
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    price = models.DecimalField(max_digits=10, decimal_places=2, default=Decimal("0"))
+    duration_days = models.PositiveIntegerField(default=30)
+    sku = models.CharField(max_length=64, unique=True)
+    max_tokens = _limit("Paid-model tokens per subscription period. 0 means unlimited.")
+    max_tokens_free = _limit("Free-model tokens per subscription period. 0 means unlimited.")
+    max_openrouter_cost_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        default=Decimal("0"),
+        help_text="Upstream cost per subscription period, USD. 0 means unlimited.",
+    )
+    hourly_max_messages = _limit()
+    hourly_max_tokens = _limit()
+    three_hours_max_messages = _limit()
+    three_hours_max_tokens = _limit()
+    twelve_hours_max_messages = _limit()
+    twelve_hours_max_tokens = _limit()
+    daily_max_messages = _limit()
+    daily_max_tokens = _limit()
+    weekly_max_messages = _limit()
+    weekly_max_tokens = _limit()
+    monthly_max_messages = _limit()
+    monthly_max_tokens = _limit()
+    monthly_free_model_messages = _limit()
+    monthly_free_model_tokens = _limit()
+    daily_image_generation_limit = _limit()
+    weekly_image_generation_limit = _limit()
+    monthly_image_generation_limit = _limit()
+    is_active = models.BooleanField(default=True)
+    is_default = models.BooleanField(default=False, help_text="The tier every new user gets.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["price", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="one_default_tier"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class UserSubscription(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="subscriptions")
+    subscription_type = models.ForeignKey(SubscriptionType, on_delete=models.PROTECT, related_name="subscriptions")
+    is_active = models.BooleanField(default=True)
+    start_date = models.DateTimeField(default=timezone.now)
+    end_date = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-start_date", "-id"]
+        indexes = [models.Index(fields=["user", "is_active", "-end_date"], name="subscription_current_idx")]
+
+    def __str__(self) -> str:
+        return f"subscription #{self.pk}"
+
+    def save(self, *args, **kwargs):
+        if self.end_date is None:
+            self.end_date = self.start_date + timedelta(days=self.subscription_type.duration_days)
+        super().save(*args, **kwargs)
+
+    def is_current(self, now=None) -> bool:
+        now = now or timezone.now()
+        return self.is_active and self.start_date <= now < self.end_date
+
+
+class UsageEvent(models.Model):
+    """The ledger quotas read: one row per message or image, reserved then settled or released."""
+
+    class Kind(models.TextChoices):
+        MESSAGE = "message", "Message"
+        IMAGE = "image", "Image"
+
+    class State(models.TextChoices):
+        RESERVED = "reserved", "Reserved"
+        SETTLED = "settled", "Settled"
+        RELEASED = "released", "Released"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_events", db_index=False
+    )
+    # SET_NULL: deleting a chat must never hand quota back.
+    session = models.ForeignKey(
+        "sessions_app.ChatSession", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_events"
+    )
+    ai_model = models.ForeignKey(
+        "chatbots.AIModel", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_events"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.MESSAGE)
+    is_free_model = models.BooleanField(default=False)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    billed_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal("0"))
+    state = models.CharField(max_length=10, choices=State.choices, default=State.RESERVED)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "created_at"], name="usage_user_time_idx")]
+
+    def __str__(self) -> str:
+        return f"usage #{self.pk}"
+
+
+class ChatSessionUsage(models.Model):
+    """Running token totals of one chat, kept after the chat is deleted."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="session_usages")
+    session = models.OneToOneField(
+        "sessions_app.ChatSession", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage"
+    )
+    tokens_count = models.PositiveBigIntegerField(default=0)
+    free_model_tokens_count = models.PositiveBigIntegerField(default=0)
+    is_free_model = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        indexes = [models.Index(fields=["user", "-updated_at"], name="session_usage_user_idx")]
+
+    def __str__(self) -> str:
+        return f"session usage #{self.pk}"

@@ -1,0 +1,43 @@
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+
+# A chat message as the OpenAI protocol spells it: {"role": ..., "content": ...}.
+Message = dict[str, str]
+
+
+def estimate_tokens(text: str) -> int:
+    """Estimate tokens the way most tokenizers land on English: about four characters each."""
+    return max(1, math.ceil(len(text) / 4)) if text else 0
+
+
+def estimate_prompt_tokens(messages: list[Message]) -> int:
+    # Each message costs a few tokens of framing on top of its text.
+    return sum(estimate_tokens(m["content"]) + 4 for m in messages)
+
+
+@dataclass(frozen=True)
+class Completion:
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: Decimal | None = None  # None: the upstream did not say; price it from the model
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    png: bytes
+    prompt_tokens: int
+    cost_usd: Decimal | None = None
+
+
+class Provider:
+    """What every upstream adapter offers."""
+
+    name = "base"
+
+    def complete(self, *, model, messages: list[Message]) -> Completion:
+        raise NotImplementedError
+
+    def generate_image(self, *, model, prompt: str) -> ImageResult:
+        raise NotImplementedError

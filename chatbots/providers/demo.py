@@ -1,0 +1,49 @@
+"""The offline demo provider: deterministic answers so chatsite runs with no network."""
+
+import hashlib
+import io
+import textwrap
+
+from PIL import Image, ImageDraw
+
+from chatbots.providers.base import Completion, ImageResult, Message, Provider, estimate_prompt_tokens, estimate_tokens
+
+
+def demo_reply(messages: list[Message]) -> str:
+    last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    words = last.split()
+    excerpt = " ".join(words[:40]) + (" …" if len(words) > 40 else "")
+    turns = sum(1 for m in messages if m["role"] == "user")
+    return (
+        "**Demo reply** (offline demo provider, no AI model was called).\n\n"
+        f"You wrote {len(words)} word{'s' if len(words) != 1 else ''} in turn {turns} of this chat:\n\n"
+        f"> {excerpt}\n\n"
+        "Set `AI_API_KEY` to talk to a real model."
+    )
+
+
+class DemoProvider(Provider):
+    name = "demo"
+
+    def complete(self, *, model, messages: list[Message]) -> Completion:
+        content = demo_reply(messages)
+        return Completion(
+            content=content,
+            prompt_tokens=estimate_prompt_tokens(messages),
+            completion_tokens=estimate_tokens(content),
+        )
+
+    def generate_image(self, *, model, prompt: str) -> ImageResult:
+        digest = hashlib.sha256(prompt.encode()).digest()
+        background = tuple(digest[:3])
+        ink = tuple(255 - c for c in background)
+        image = Image.new("RGB", (256, 256), background)
+        draw = ImageDraw.Draw(image)
+        for i in range(8):
+            x, y = digest[3 + i] % 200, digest[11 + i] % 200
+            draw.ellipse((x, y, x + 56, y + 56), outline=ink, width=3)
+        draw.text((12, 12), "chatsite demo", fill=ink)
+        draw.multiline_text((12, 200), "\n".join(textwrap.wrap(prompt, 36)[:3]), fill=ink)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return ImageResult(png=buffer.getvalue(), prompt_tokens=estimate_tokens(prompt))

@@ -1,0 +1,66 @@
+"""Domain errors raised by services; the API layer maps them to responses in one place."""
+
+from typing import Any
+
+
+class ChatsiteError(Exception):
+    status = 400
+    code = "invalid"
+    default_detail = "Invalid request."
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None, **extra: Any) -> None:
+        self.detail = detail or self.default_detail
+        if code:
+            self.code = code
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+        super().__init__(self.detail)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"detail": self.detail, "code": self.code, **self.extra}
+
+
+class InvalidInput(ChatsiteError):
+    pass
+
+
+class NotFound(ChatsiteError):
+    status = 404
+    code = "not_found"
+    default_detail = "Not found."
+
+
+class PermissionDenied(ChatsiteError):
+    status = 403
+    code = "permission_denied"
+    default_detail = "You do not have permission to perform this action."
+
+
+class Conflict(ChatsiteError):
+    status = 409
+    code = "conflict"
+    default_detail = "The request conflicts with an earlier one."
+
+
+class NoSubscription(ChatsiteError):
+    status = 403
+    code = "no_subscription"
+    default_detail = "You have no active subscription."
+
+
+class QuotaExceeded(ChatsiteError):
+    status = 429
+    code = "quota_exceeded"
+    default_detail = "You have reached a usage limit."
+
+
+class UpstreamError(ChatsiteError):
+    status = 502
+    code = "upstream_error"
+    default_detail = "The AI provider failed to answer. Try again."
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+    default_detail = "The AI provider did not answer in time. Try again."

@@ -1,0 +1,63 @@
+from django.conf import settings
+from django.conf.urls.static import static
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
+from rest_framework.routers import SimpleRouter
+
+from accounts import api as accounts_api
+from billing import api as billing_api
+from chatbots import api as chatbots_api
+from chatsite import views
+from sessions_app import api as sessions_api
+
+router = SimpleRouter()
+router.register("chatbots", chatbots_api.ChatbotViewSet, basename="chatbot")
+router.register("ai-models", chatbots_api.AIModelViewSet, basename="ai-model")
+router.register("chat-sessions", sessions_api.ChatSessionViewSet, basename="chat-session")
+router.register("chat-session-usages", billing_api.ChatSessionUsageViewSet, basename="chat-session-usage")
+
+api_urlpatterns = [
+    path("auth/csrf/", accounts_api.CsrfView.as_view(), name="auth-csrf"),
+    path("auth/register/", accounts_api.RegisterView.as_view(), name="auth-register"),
+    path("auth/login/", accounts_api.LoginView.as_view(), name="auth-login"),
+    path("auth/logout/", accounts_api.LogoutView.as_view(), name="auth-logout"),
+    path("auth/verify/", accounts_api.VerifyView.as_view(), name="auth-verify"),
+    path("auth/verify/resend/", accounts_api.VerifyResendView.as_view(), name="auth-verify-resend"),
+    path("users/", accounts_api.CurrentUserView.as_view(), name="user-current"),
+    path("users/subscription/", accounts_api.SubscriptionView.as_view(), name="user-subscription"),
+    path("users/usage/", accounts_api.UsageView.as_view(), name="user-usage"),
+    path("admin/users/", accounts_api.AdminUserListView.as_view(), name="admin-users"),
+    path("admin/users/<int:user_id>/role/", accounts_api.AdminUserRoleView.as_view(), name="admin-user-role"),
+    path("admin/users/<int:user_id>/chats/", accounts_api.AdminUserChatsView.as_view(), name="admin-user-chats"),
+    path(
+        "admin/chats/<int:session_id>/messages/",
+        accounts_api.AdminChatMessagesView.as_view(),
+        name="admin-chat-messages",
+    ),
+    path("debug/test-model-usage/", billing_api.TestModelUsageView.as_view(), name="debug-test-model-usage"),
+    path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema", permission_classes=[AllowAny]), name="docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="api:schema", permission_classes=[AllowAny]), name="redoc"),
+    *router.urls,
+]
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="chat:index", permanent=False)),
+    path("api/", include((api_urlpatterns, "api"))),
+    path("health/", views.health, name="health"),
+    path("health/ready/", views.ready, name="health-ready"),
+    path("accounts/", include("accounts.urls")),
+    path("chat/", include("sessions_app.urls")),
+    path("admin/", admin.site.urls),
+]
+
+if settings.DEBUG:
+    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
+
+handler400 = "chatsite.views.bad_request"
+handler403 = "chatsite.views.permission_denied"
+handler404 = "chatsite.views.not_found"
+handler500 = "chatsite.views.server_error"

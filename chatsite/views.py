@@ -1,0 +1,69 @@
+"""Project-wide views: health checks and error pages that speak JSON under /api/."""
+
+import logging
+
+from django.db import connection
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+logger = logging.getLogger(__name__)
+
+
+def _is_api(request) -> bool:
+    return request.path.startswith("/api/")
+
+
+@never_cache
+@require_GET
+def health(request):
+    """Liveness: the process answers."""
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_GET
+def ready(request):
+    """Readiness: the process answers and the database does too."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception:
+        logger.exception("readiness check: database unavailable")
+        return JsonResponse(
+            {"status": "unavailable", "code": "database_unavailable", "detail": "The database does not answer."},
+            status=503,
+        )
+    return JsonResponse({"status": "ok", "database": "ok"})
+
+
+def not_found(request, exception=None):
+    if _is_api(request):
+        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+    return render(request, "404.html", status=404)
+
+
+def bad_request(request, exception=None):
+    if _is_api(request):
+        return JsonResponse({"detail": "Bad request.", "code": "bad_request"}, status=400)
+    return render(request, "400.html", status=400)
+
+
+def permission_denied(request, exception=None):
+    if _is_api(request):
+        return JsonResponse({"detail": "Permission denied.", "code": "permission_denied"}, status=403)
+    return render(request, "403.html", status=403)
+
+
+def server_error(request):
+    if _is_api(request):
+        return JsonResponse({"detail": "Server error.", "code": "server_error"}, status=500)
+    return render(request, "500.html", status=500)
+
+
+def csrf_failure(request, reason=""):
+    if _is_api(request):
+        return JsonResponse({"detail": f"CSRF check failed: {reason}", "code": "csrf_failed"}, status=403)
+    return render(request, "403_csrf.html", {"reason": reason}, status=403)

@@ -1,0 +1,214 @@
+import re
+import uuid
+
+from django.http import Http404, HttpResponse
+from django.utils.text import slugify
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from chatsite.errors import InvalidInput
+from sessions_app import exports, selectors, services
+from sessions_app.serializers import (
+    ChatMessageSerializer,
+    ChatSessionSearchResultSerializer,
+    ChatSessionSerializer,
+    CleanupOutput,
+    EditInput,
+    EditOutput,
+    MessagesOutput,
+    SendInput,
+    SendOutput,
+    SessionCreateInput,
+    SessionUpdateInput,
+    SuccessOutput,
+    TitleInput,
+    TitleOutput,
+)
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+def int_param(request, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """Read a non-negative integer query parameter, or raise InvalidInput."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"\d{1,9}", raw):
+        raise InvalidInput(f"`{name}` must be a whole number.", code="invalid_parameter")
+    value = int(raw)
+    if value < minimum:
+        raise InvalidInput(f"`{name}` must be at least {minimum}.", code="invalid_parameter")
+    return min(value, maximum) if maximum is not None else value
+
+
+def validated(serializer_class, data, **kwargs):
+    serializer = serializer_class(data=data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+PAGINATION = [
+    OpenApiParameter("limit", int, description=f"At most this many (default {DEFAULT_PAGE}, max {MAX_PAGE})."),
+    OpenApiParameter("offset", int, description="Skip this many."),
+]
+
+
+class ChatSessionViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
+    """The signed-in user's chats. Another user's chat is a 404."""
+
+    serializer_class = ChatSessionSerializer
+    lookup_value_regex = r"\d+"
+
+    def get_queryset(self):
+        return selectors.session_list(user=self.request.user)
+
+    @extend_schema(parameters=PAGINATION, responses=ChatSessionSerializer(many=True))
+    def list(self, request):
+        limit = int_param(request, "limit", DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
+        offset = int_param(request, "offset", 0)
+        sessions = self.get_queryset()
+        # Queries: the page of sessions (joined to chatbot and model), and the total count
+        # unless the page itself shows where the list ends.
+        page = list(sessions[offset : offset + limit])
+        if len(page) < limit and (page or offset == 0):
+            total = offset + len(page)
+        else:
+            total = sessions.count()
+        return Response(ChatSessionSerializer(page, many=True).data, headers={"X-Total-Count": str(total)})
+
+    @extend_schema(request=SessionCreateInput, responses={201: ChatSessionSerializer})
+    def create(self, request):
+        data = validated(SessionCreateInput, request.data)
+        session = services.session_create(user=request.user, **data)
+        return Response(ChatSessionSerializer(session).data, status=status.HTTP_201_CREATED)
+
+    def _update(self, request, *, partial: bool):
+        data = validated(SessionUpdateInput, request.data, partial=partial)
+        session = services.session_update(session=self.get_object(), **data)
+        return Response(ChatSessionSerializer(session).data)
+
+    @extend_schema(request=SessionUpdateInput, responses=ChatSessionSerializer)
+    def update(self, request, pk=None):
+        return self._update(request, partial=False)
+
+    @extend_schema(request=SessionUpdateInput, responses=ChatSessionSerializer)
+    def partial_update(self, request, pk=None):
+        return self._update(request, partial=True)
+
+    @extend_schema(responses=SuccessOutput)
+    def destroy(self, request, pk=None):
+        services.session_delete(session=self.get_object())
+        return Response({"success": True})
+
+    @extend_schema(responses=MessagesOutput)
+    @action(detail=True, methods=["get"])
+    def messages(self, request, pk=None):
+        # Queries: the session (with chatbot and model), then its messages with their model.
+        messages = selectors.message_list(session=self.get_object())
+        return Response({"messages": ChatMessageSerializer(messages, many=True).data})
+
+    @extend_schema(request=SendInput, responses={201: SendOutput})
+    @action(detail=True, methods=["post"])
+    def send(self, request, pk=None):
+        data = validated(SendInput, request.data)
+        user_message, reply = services.message_send(
+            session=self.get_object(), user=request.user, content=data["message"]
+        )
+        return Response(
+            {
+                "user_message": ChatMessageSerializer(user_message).data,
+                "assistant_message": ChatMessageSerializer(reply).data,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+    @extend_schema(request=None, responses={201: ChatMessageSerializer})
+    @action(detail=True, methods=["post"])
+    def regenerate(self, request, pk=None):
+        reply = services.message_regenerate(session=self.get_object(), user=request.user)
+        return Response({"assistant_message": ChatMessageSerializer(reply).data}, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=TitleInput, responses=TitleOutput)
+    @action(detail=True, methods=["post"], url_path="update-title")
+    def update_title(self, request, pk=None):
+        data = validated(TitleInput, request.data)
+        session = services.session_update_title(session=self.get_object(), title=data["title"])
+        return Response({"success": True, "title": session.title})
+
+    @extend_schema(request=EditInput, responses=EditOutput)
+    @action(detail=True, methods=["post"], url_path=r"messages/(?P<message_id>[^/]+)/edit")
+    def edit(self, request, pk=None, message_id=None):
+        session = self.get_object()
+        try:
+            message_uuid = uuid.UUID(message_id)
+        except ValueError:
+            raise Http404 from None
+        data = validated(EditInput, request.data)
+        disabled, reply = services.message_edit(
+            session=session,
+            user=request.user,
+            message_id=message_uuid,
+            content=data["content"],
+            regenerate=data["regenerate"],
+        )
+        return Response(
+            {
+                "success": True,
+                "disabled_message_ids": [str(m.message_id) for m in disabled],
+                "assistant_message": ChatMessageSerializer(reply).data if reply else None,
+            }
+        )
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("q", str, required=True, description="Words to find in titles and messages."),
+            OpenApiParameter("limit", int, description="At most this many (default 20, max 100)."),
+        ],
+        responses=ChatSessionSearchResultSerializer(many=True),
+    )
+    @action(detail=False, methods=["get"])
+    def search(self, request):
+        query = request.query_params.get("q", "").strip()
+        if not query:
+            raise InvalidInput("Give something to search for in `q`.", code="blank")
+        if len(query) > 200 or "\x00" in query:
+            raise InvalidInput("The search is too long.", code="too_long")
+        limit = int_param(request, "limit", 20, minimum=1, maximum=100)
+        sessions = selectors.session_search(user=request.user, query=query, limit=limit)
+        return Response(ChatSessionSearchResultSerializer(sessions, many=True).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=["json", "markdown"], description="Default json.")],
+        responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/markdown"): OpenApiTypes.STR},
+    )
+    @action(detail=True, methods=["get"])
+    def export(self, request, pk=None):
+        kind = request.query_params.get("format", "json")
+        if kind not in ("json", "markdown"):
+            raise InvalidInput("`format` must be json or markdown.", code="invalid_parameter")
+        session = self.get_object()
+        messages = selectors.message_list(session=session)
+        name = slugify(session.title)[:60] or "chat"
+        if kind == "json":
+            body, content_type, ext = (
+                exports.export_json(session=session, messages=messages),
+                "application/json",
+                "json",
+            )
+        else:
+            body, content_type, ext = exports.export_markdown(session=session, messages=messages), "text/markdown", "md"
+        response = HttpResponse(body, content_type=f"{content_type}; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="chat-{session.pk}-{name}.{ext}"'
+        return response
+
+    @extend_schema(request=None, responses=CleanupOutput)
+    @action(detail=False, methods=["post"], url_path="cleanup-empty")
+    def cleanup_empty(self, request):
+        deleted = services.session_cleanup_empty(user=request.user)
+        return Response({"deleted": deleted, "message": f"Deleted {deleted} empty chats"})

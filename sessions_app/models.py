@@ -1,0 +1,67 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from chatbots.models import AIModel, Chatbot
+
+DEFAULT_TITLE = "New Chat"
+
+
+class ChatSession(models.Model):
+    # Indexed by the composite indexes below, which lead with the user.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_sessions", db_index=False
+    )
+    chatbot = models.ForeignKey(Chatbot, on_delete=models.PROTECT, related_name="sessions")
+    ai_model = models.ForeignKey(AIModel, on_delete=models.PROTECT, related_name="sessions")
+    title = models.CharField(max_length=200, default=DEFAULT_TITLE)
+    auto_generate_title = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        # Newest activity first: the order of the chat list.
+        ordering = ["-updated_at", "-id"]
+        indexes = [
+            models.Index(fields=["user", "-updated_at", "-id"], name="session_user_recent_idx"),
+            models.Index(fields=["user", "created_at"], name="session_user_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class ChatMessage(models.Model):
+    class Type(models.TextChoices):
+        USER = "user", "User"
+        ASSISTANT = "assistant", "Assistant"
+
+    class Status(models.TextChoices):
+        GENERATING = "generating", "Generating"
+        COMPLETE = "complete", "Complete"
+        PARTIAL = "partial", "Partial"
+        STOPPED = "stopped", "Stopped"
+        FAILED = "failed", "Failed"
+
+    message_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="messages", db_index=False)
+    message_type = models.CharField(max_length=10, choices=Type.choices)
+    content = models.TextField(blank=True)
+    tokens_count = models.PositiveIntegerField(default=0)
+    image_url = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    edited_at = models.DateTimeField(null=True, blank=True)
+    disabled = models.BooleanField(default=False)
+    ai_model = models.ForeignKey(AIModel, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.COMPLETE)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["session", "created_at", "id"], name="message_session_order_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_type} {self.message_id}"

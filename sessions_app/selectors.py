@@ -1,0 +1,118 @@
+"""Reads of chat sessions and messages, already joined to what their serializers show."""
+
+from django.db import connection
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils.html import escape
+
+from sessions_app.models import ChatMessage, ChatSession
+
+# ts_headline marks matches with these control characters; the text around them is
+# escaped in Python before they become <mark>, so message content stays inert.
+_MARK_START, _MARK_STOP = "\x02", "\x03"
+SEARCH_CONFIG = "english"
+
+
+def session_list(*, user) -> QuerySet[ChatSession]:
+    return ChatSession.objects.filter(user=user).select_related("chatbot", "ai_model").order_by("-updated_at", "-id")
+
+
+def session_get(*, user, session_id: int) -> ChatSession | None:
+    return session_list(user=user).filter(pk=session_id).first()
+
+
+def session_any(*, session_id: int) -> ChatSession | None:
+    """Any user's session, for staff."""
+    return ChatSession.objects.select_related("chatbot", "ai_model").filter(pk=session_id).first()
+
+
+def message_list(*, session: ChatSession) -> QuerySet[ChatMessage]:
+    return ChatMessage.objects.filter(session=session).select_related("ai_model").order_by("created_at", "id")
+
+
+def _highlight(text: str) -> str:
+    return escape(text).replace(_MARK_START, "<mark>").replace(_MARK_STOP, "</mark>")
+
+
+def _plain_snippet(text: str, query: str, width: int = 80) -> str:
+    at = text.lower().find(query.lower())
+    if at < 0:
+        return escape(text[: width * 2])
+    start = max(at - width, 0)
+    end = at + len(query) + width
+    return (
+        ("…" if start else "")
+        + escape(text[start:at])
+        + "<mark>"
+        + escape(text[at : at + len(query)])
+        + "</mark>"
+        + escape(text[at + len(query) : end])
+        + ("…" if end < len(text) else "")
+    )
+
+
+def session_search(*, user, query: str, limit: int = 20) -> list[ChatSession]:
+    """Sessions whose title or any message matches `query`, newest first, each with an HTML `snippet`."""
+    if connection.vendor == "postgresql":
+        return _search_postgres(user=user, query=query, limit=limit)
+    return _search_plain(user=user, query=query, limit=limit)
+
+
+def _search_plain(*, user, query: str, limit: int) -> list[ChatSession]:
+    matching = ChatMessage.objects.filter(session=OuterRef("pk"), content__icontains=query)
+    sessions = list(session_list(user=user).filter(Q(title__icontains=query) | Exists(matching))[:limit])
+    hits = {}
+    for session_id, content in (
+        ChatMessage.objects.filter(session__in=sessions, content__icontains=query)
+        .order_by("session_id", "created_at", "id")
+        .values_list("session_id", "content")
+    ):
+        hits.setdefault(session_id, content)
+    for session in sessions:
+        text = hits.get(session.pk)
+        session.snippet = _plain_snippet(text if text is not None else session.title, query)
+    return sessions
+
+
+# Only constants are formatted into this SQL; the user's words travel as parameters.
+_HEADLINE_OPTIONS = "StartSel=\x02, StopSel=\x03, MaxFragments=1, MaxWords=30, MinWords=8"
+_SEARCH_SQL = f"""
+    SELECT s.id, hit.snippet
+    FROM sessions_app_chatsession s
+    LEFT JOIN LATERAL (
+        SELECT ts_headline('{SEARCH_CONFIG}', m.content, websearch_to_tsquery('{SEARCH_CONFIG}', %(q)s), %(opts)s)
+            AS snippet
+        FROM sessions_app_chatmessage m
+        WHERE m.session_id = s.id AND m.search_vector @@ websearch_to_tsquery('{SEARCH_CONFIG}', %(q)s)
+        ORDER BY m.created_at, m.id
+        LIMIT 1
+    ) hit ON true
+    WHERE s.user_id = %(user)s AND (s.title ILIKE %(like)s OR hit.snippet IS NOT NULL)
+    ORDER BY s.updated_at DESC, s.id DESC
+    LIMIT %(limit)s
+"""  # noqa: S608
+
+
+def _search_postgres(*, user, query: str, limit: int) -> list[ChatSession]:
+    # The stored, GIN-indexed `search_vector` column is added by migration 0002 on PostgreSQL only.
+    params = {
+        "q": query,
+        "opts": _HEADLINE_OPTIONS,
+        "user": user.pk,
+        "like": "%" + _like_escape(query) + "%",
+        "limit": limit,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_SEARCH_SQL, params)
+        rows = cursor.fetchall()
+    snippets = dict(rows)
+    sessions = {s.pk: s for s in session_list(user=user).filter(pk__in=snippets)}
+    found = []
+    for session_id, snippet in rows:
+        session = sessions[session_id]
+        session.snippet = _highlight(snippet) if snippet is not None else _plain_snippet(session.title, query)
+        found.append(session)
+    return found
+
+
+def _like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

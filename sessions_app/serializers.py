@@ -1,0 +1,98 @@
+from django.conf import settings
+from rest_framework import serializers
+
+from chatbots.serializers import AIModelSerializer, ChatbotSerializer
+from chatsite.fields import IdField, StrictBooleanField, StrictCharField
+from sessions_app.models import ChatMessage, ChatSession
+
+
+class ChatSessionSerializer(serializers.ModelSerializer):
+    chatbot = ChatbotSerializer(read_only=True)
+    ai_model = AIModelSerializer(read_only=True)
+
+    class Meta:
+        model = ChatSession
+        fields = ["id", "chatbot", "ai_model", "title", "auto_generate_title", "created_at", "updated_at", "is_active"]
+
+
+class ChatSessionSearchResultSerializer(ChatSessionSerializer):
+    snippet = serializers.CharField(read_only=True, help_text="HTML: escaped text, matches in <mark>.")
+
+    class Meta(ChatSessionSerializer.Meta):
+        fields = [*ChatSessionSerializer.Meta.fields, "snippet"]
+
+
+class ChatMessageSerializer(serializers.ModelSerializer):
+    ai_model = serializers.SlugRelatedField(slug_field="model_id", read_only=True)
+
+    class Meta:
+        model = ChatMessage
+        fields = [
+            "message_id",
+            "message_type",
+            "content",
+            "tokens_count",
+            "image_url",
+            "created_at",
+            "edited_at",
+            "disabled",
+            "status",
+            "ai_model",
+        ]
+
+
+class SessionCreateInput(serializers.Serializer):
+    chatbot_id = IdField()
+    ai_model_id = IdField(help_text="The model's upstream model_id (e.g. openai/gpt-4) or its numeric id.")
+    title = StrictCharField(required=False, max_length=200, allow_blank=True)
+
+
+class SessionUpdateInput(serializers.Serializer):
+    title = StrictCharField(max_length=200)
+    auto_generate_title = StrictBooleanField(required=False)
+    ai_model_id = IdField(required=False)
+
+
+class TitleInput(serializers.Serializer):
+    title = StrictCharField(max_length=200)
+
+
+def _message_field(**kwargs):
+    return StrictCharField(max_length=settings.MAX_MESSAGE_CHARS, trim_whitespace=False, **kwargs)
+
+
+class SendInput(serializers.Serializer):
+    message = _message_field()
+
+
+class EditInput(serializers.Serializer):
+    content = _message_field()
+    regenerate = StrictBooleanField(required=False, default=True)
+
+
+class MessagesOutput(serializers.Serializer):
+    messages = ChatMessageSerializer(many=True)
+
+
+class SendOutput(serializers.Serializer):
+    user_message = ChatMessageSerializer()
+    assistant_message = ChatMessageSerializer()
+
+
+class EditOutput(serializers.Serializer):
+    success = serializers.BooleanField()
+    disabled_message_ids = serializers.ListField(child=serializers.UUIDField())
+    assistant_message = ChatMessageSerializer(allow_null=True)
+
+
+class SuccessOutput(serializers.Serializer):
+    success = serializers.BooleanField()
+
+
+class TitleOutput(SuccessOutput):
+    title = serializers.CharField()
+
+
+class CleanupOutput(serializers.Serializer):
+    deleted = serializers.IntegerField()
+    message = serializers.CharField()

@@ -1,0 +1,25 @@
+import factory
+
+from accounts.tests.factories import UserFactory
+from chatbots.tests.factories import AIModelFactory, ChatbotFactory
+from sessions_app.models import ChatMessage, ChatSession
+
+
+class ChatSessionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ChatSession
+
+    user = factory.SubFactory(UserFactory)
+    chatbot = factory.SubFactory(ChatbotFactory)
+    ai_model = factory.SubFactory(AIModelFactory)
+    title = "New Chat"
+
+
+class ChatMessageFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ChatMessage
+
+    session = factory.SubFactory(ChatSessionFactory)
+    message_type = ChatMessage.Type.USER
+    content = factory.Sequence(lambda n: f"Message number {n}")
+    tokens_count = 5
