@@ -1,0 +1,39 @@
+# chatsite: `make run` serves the app, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-requirements
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup run test lint migrate clean
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+migrate: setup
+	DEBUG=1 $(BIN)/python manage.py migrate --noinput
+
+run: migrate
+	DEBUG=1 $(BIN)/python manage.py seed_demo
+	@echo
+	@echo "chatsite is starting on http://$(HOST):$(PORT)/  (SQLite, offline demo provider)"
+	@echo "Create a staff user for /admin/ with:  DEBUG=1 $(BIN)/python manage.py createsuperuser"
+	@echo
+	DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python manage.py makemigrations --check --dry-run --settings=chatsite.test_settings
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) db.sqlite3 media staticfiles
