@@ -2,6 +2,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts.tests.factories import UserFactory
+from billing.services import subscription_current
 from billing.tests.factories import SubscriptionTypeFactory
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
 from sessions_app.tests.factories import ChatSessionFactory
@@ -17,19 +18,26 @@ def default_tier(db):
     return SubscriptionTypeFactory(name="Free", sku="FREE", is_default=True)
 
 
+def _registered(**kwargs):
+    """A user on the default tier from now on, as registration leaves one."""
+    user = UserFactory(**kwargs)
+    subscription_current(user=user)
+    return user
+
+
 @pytest.fixture
 def user(default_tier):
-    return UserFactory(email="owner@example.com")
+    return _registered(email="owner@example.com")
 
 
 @pytest.fixture
 def other_user(default_tier):
-    return UserFactory(email="other@example.com")
+    return _registered(email="other@example.com")
 
 
 @pytest.fixture
 def staff(default_tier):
-    return UserFactory(email="staff@example.com", is_staff=True)
+    return _registered(email="staff@example.com", is_staff=True)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ PAID = Q(kind=UsageEvent.Kind.MESSAGE, is_free_model=False)
 FREE = Q(kind=UsageEvent.Kind.MESSAGE, is_free_model=True)
 IMAGE = Q(kind=UsageEvent.Kind.IMAGE)
 ANY = Q()
+COST_PRECISION = Decimal("0.00000001")
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,10 @@ def usage_summary(*, subscription: UserSubscription, now: datetime | None = None
     result = []
     for limit in LIMITS:
         value = getattr(tier, limit.name)
-        used = totals[limit.name] or (Decimal("0") if limit.measure == "cost" else 0)
+        used = totals[limit.name] or 0
+        if limit.measure == "cost":
+            # The ledger's precision, whatever the database's Decimal arithmetic returns.
+            used = Decimal(used).quantize(COST_PRECISION)
         oldest = totals[f"{limit.name}__oldest"]
         if limit.window == "period":
             resets_at = subscription.end_date
