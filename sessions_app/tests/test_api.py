@@ -259,7 +259,7 @@ def test_edit_disables_every_later_message_and_answers_again(api_client, chat_se
     assert edited.edited_at is not None
     assert edited.disabled is False
     active = ChatMessage.objects.filter(session=chat_session, disabled=False).order_by("created_at", "id")
-    assert [m.content for m in active][0] == "first, edited"
+    assert active.first().content == "first, edited"
     assert active.count() == 2
 
 
@@ -358,7 +358,7 @@ def test_export_json_is_a_download_with_every_message(api_client, chat_session):
     assert response["Content-Disposition"].startswith("attachment;")
     document = json.loads(response.content)
     assert document["session"]["id"] == chat_session.pk
-    assert [m["content"] for m in document["messages"]][0] == "export me"
+    assert document["messages"][0]["content"] == "export me"
 
 
 def test_export_markdown_has_the_conversation(api_client, chat_session):
