@@ -129,9 +129,13 @@ def session_cleanup_empty(*, user=None, older_than: timedelta | None = None, dry
     return len(ids)
 
 
-def _check_may_send(user) -> None:
+def _check_may_send(user, session: ChatSession) -> None:
     if settings.REQUIRE_VERIFIED and not user.is_verified:
         raise PermissionDenied("Verify your email address before sending messages.", code="unverified")
+    if not session.ai_model.is_active:
+        raise InvalidInput("This chat's AI model is no longer available; pick another one.", code="inactive_model")
+    if not session.chatbot.is_active:
+        raise InvalidInput("This chat's chatbot is no longer available.", code="inactive_chatbot")
 
 
 def context_build(*, session: ChatSession) -> list[Message]:
@@ -230,7 +234,7 @@ def reply_generate(*, session: ChatSession, user) -> ChatMessage:
 def message_send(*, session: ChatSession, user, content: str) -> tuple[ChatMessage, ChatMessage]:
     """Save the user's message and answer it; the user's message stays even if the reply fails."""
     content = message_content_clean(content)
-    _check_may_send(user)
+    _check_may_send(user, session)
     user_message = ChatMessage.objects.create(
         session=session,
         message_type=ChatMessage.Type.USER,
@@ -246,7 +250,7 @@ def _active_tail(session: ChatSession) -> ChatMessage | None:
 
 def message_regenerate(*, session: ChatSession, user) -> ChatMessage:
     """Disable the last reply and generate a new one."""
-    _check_may_send(user)
+    _check_may_send(user, session)
     last = _active_tail(session)
     if last is not None and last.message_type == ChatMessage.Type.ASSISTANT:
         if last.status == ChatMessage.Status.GENERATING:
@@ -286,7 +290,7 @@ def message_edit(
     if message.disabled:
         raise InvalidInput("This message was replaced by a later edit.", code="message_disabled")
     if regenerate:
-        _check_may_send(user)
+        _check_may_send(user, session)
     disabled = _edit_apply(message=message, content=content)
     reply = reply_generate(session=session, user=user) if regenerate else None
     return disabled, reply

@@ -384,3 +384,25 @@ def test_cleanup_empty_deletes_only_my_empty_chats(api_client, user, other_user,
     assert response.json() == {"deleted": 2, "message": "Deleted 2 empty chats"}
     assert list(ChatSession.objects.filter(user=user)) == [chat_session]
     assert ChatSession.objects.filter(pk=theirs.pk).exists()
+
+
+def test_send_to_a_chat_whose_model_was_retired_is_refused_and_saves_nothing(api_client, chat_session, ai_model):
+    ai_model.is_active = False
+    ai_model.save()
+
+    response = send(api_client, chat_session)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "inactive_model"
+    assert ChatMessage.objects.count() == 0
+    assert UsageEvent.objects.count() == 0
+
+
+def test_send_with_verification_required_refuses_unverified_users(api_client, chat_session, settings):
+    settings.REQUIRE_VERIFIED = True
+
+    response = send(api_client, chat_session)
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "unverified"
+    assert ChatMessage.objects.count() == 0
