@@ -41,7 +41,7 @@ def subscription_current(*, user) -> UserSubscription:
     current = (
         UserSubscription.objects.select_related("subscription_type")
         .filter(user=user, is_active=True, start_date__lte=now, end_date__gt=now)
-        .order_by("-end_date")
+        .order_by("-start_date", "-id")
         .first()
     )
     if current is not None:
