@@ -45,4 +45,7 @@ class VerifyInput(serializers.Serializer):
 
 
 class RoleInput(serializers.Serializer):
-    role = serializers.ChoiceField(choices=["admin", "user"])
+    # The stock message repeats the input, and a lone surrogate in it cannot be rendered as UTF-8.
+    role = serializers.ChoiceField(
+        choices=["admin", "user"], error_messages={"invalid_choice": "Must be admin or user."}
+    )

@@ -20,9 +20,13 @@ class ModelTestResult:
 
 def model_test_usage(*, user, model_name: str) -> ModelTestResult:
     """Send one short prompt through a model and record its usage in the ledger."""
-    model = AIModel.objects.filter(Q(model_id=model_name) | Q(name=model_name)).first()
+    model = (
+        AIModel.objects.filter(is_active=True).filter(Q(model_id=model_name) | Q(name=model_name)).first()
+        if "\x00" not in model_name
+        else None
+    )
     if model is None:
-        raise InvalidInput(f"No AI model is called {model_name!r}.", code="unknown_model")
+        raise InvalidInput("No active AI model has that model_id or name.", code="unknown_model")
     messages = [{"role": "user", "content": TEST_PROMPT}]
     event = usage_reserve(user=user, session=None, ai_model=model, prompt_tokens=estimate_prompt_tokens(messages))
     try:

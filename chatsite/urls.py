@@ -8,6 +8,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.routers import SimpleRouter
 
 from accounts import api as accounts_api
+from accounts import views as accounts_views
 from billing import api as billing_api
 from chatbots import api as chatbots_api
 from chatsite import views
@@ -40,7 +41,13 @@ api_urlpatterns = [
     path("debug/test-model-usage/", billing_api.TestModelUsageView.as_view(), name="debug-test-model-usage"),
     path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema", permission_classes=[AllowAny]), name="docs"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="api:schema", permission_classes=[AllowAny]), name="redoc"),
+    path(
+        "redoc/",
+        SpectacularRedocView.as_view(
+            url_name="api:schema", permission_classes=[AllowAny], template_name="chatsite/redoc.html"
+        ),
+        name="redoc",
+    ),
     *router.urls,
 ]
 
@@ -50,6 +57,7 @@ urlpatterns = [
     path("health/", views.health, name="health"),
     path("health/ready/", views.ready, name="health-ready"),
     path("accounts/", include("accounts.urls")),
+    path("account/", accounts_views.account, name="account"),
     path("chat/", include("sessions_app.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -89,8 +89,9 @@ class ChatSessionViewSet(
         return Response(ChatSessionSerializer(session).data, status=status.HTTP_201_CREATED)
 
     def _update(self, request, *, partial: bool):
+        session = self.get_object()
         data = validated(SessionUpdateInput, request.data, partial=partial)
-        session = services.session_update(session=self.get_object(), **data)
+        session = services.session_update(session=session, **data)
         return Response(ChatSessionSerializer(session).data)
 
     @extend_schema(request=SessionUpdateInput, responses=ChatSessionSerializer)
@@ -116,10 +117,9 @@ class ChatSessionViewSet(
     @extend_schema(request=SendInput, responses={201: SendOutput})
     @action(detail=True, methods=["post"])
     def send(self, request, pk=None):
+        session = self.get_object()
         data = validated(SendInput, request.data)
-        user_message, reply = services.message_send(
-            session=self.get_object(), user=request.user, content=data["message"]
-        )
+        user_message, reply = services.message_send(session=session, user=request.user, content=data["message"])
         return Response(
             {
                 "user_message": ChatMessageSerializer(user_message).data,
@@ -137,8 +137,9 @@ class ChatSessionViewSet(
     @extend_schema(request=TitleInput, responses=TitleOutput)
     @action(detail=True, methods=["post"], url_path="update-title")
     def update_title(self, request, pk=None):
+        session = self.get_object()
         data = validated(TitleInput, request.data)
-        session = services.session_update_title(session=self.get_object(), title=data["title"])
+        session = services.session_update_title(session=session, title=data["title"])
         return Response({"success": True, "title": session.title})
 
     @extend_schema(request=EditInput, responses=EditOutput)

@@ -57,7 +57,8 @@ def ai_model_resolve(model_ref: int | str) -> AIModel:
     """Find an active model by its upstream `model_id`, or by primary key."""
     active = AIModel.objects.filter(is_active=True)
     model = active.filter(model_id=str(model_ref)).first()
-    if model is None and str(model_ref).isdigit() and len(str(model_ref)) < 19:
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    if model is None and str(model_ref).isdecimal() and len(str(model_ref)) < 19:
         model = active.filter(pk=int(model_ref)).first()
     if model is None:
         raise InvalidInput("Unknown or inactive AI model.", code="unknown_model")
@@ -251,16 +252,25 @@ def _active_tail(session: ChatSession) -> ChatMessage | None:
 def message_regenerate(*, session: ChatSession, user) -> ChatMessage:
     """Disable the last reply and generate a new one."""
     _check_may_send(user, session)
-    last = _active_tail(session)
-    if last is not None and last.message_type == ChatMessage.Type.ASSISTANT:
-        if last.status == ChatMessage.Status.GENERATING:
+    replaced = _active_tail(session)
+    last = replaced
+    if replaced is not None and replaced.message_type == ChatMessage.Type.ASSISTANT:
+        if replaced.status == ChatMessage.Status.GENERATING:
             raise InvalidInput("A reply is still being generated.", code="reply_in_progress")
-        last.disabled = True
-        last.save(update_fields=["disabled"])
+        # Disabled first, so the new reply is generated from the history without it.
+        ChatMessage.objects.filter(pk=replaced.pk).update(disabled=True)
         last = _active_tail(session)
+    else:
+        replaced = None
     if last is None or last.message_type != ChatMessage.Type.USER:
         raise InvalidInput("There is no message to answer.", code="nothing_to_regenerate")
-    return reply_generate(session=session, user=user)
+    try:
+        return reply_generate(session=session, user=user)
+    except ChatsiteError:
+        # No new reply (quota, upstream): the old one comes back rather than leaving none.
+        if replaced is not None:
+            ChatMessage.objects.filter(pk=replaced.pk).update(disabled=False)
+        raise
 
 
 @transaction.atomic

@@ -406,3 +406,18 @@ def test_send_with_verification_required_refuses_unverified_users(api_client, ch
     assert response.status_code == 403
     assert response.json()["code"] == "unverified"
     assert ChatMessage.objects.count() == 0
+
+
+def test_failed_regenerate_brings_the_old_reply_back(api_client, chat_session, user, default_tier):
+    first_reply = send(api_client, chat_session).json()["assistant_message"]
+    # With no subscription and no default tier the reservation inside generation is refused.
+    user.subscriptions.all().delete()
+    default_tier.is_default = False
+    default_tier.save()
+
+    response = api_client.post(f"/api/chat-sessions/{chat_session.pk}/regenerate/")
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "no_subscription"
+    assert ChatMessage.objects.get(message_id=first_reply["message_id"]).disabled is False
+    assert ChatMessage.objects.filter(session=chat_session).count() == 2

@@ -1,0 +1,247 @@
+"""HTML pages of chats: the list with a new-chat form, and a conversation with plain HTML forms."""
+
+import html
+import re
+import uuid
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from chatbots.selectors import ai_model_list, chatbot_list
+from chatsite.errors import ChatsiteError, InvalidInput, NoSubscription, PermissionDenied, QuotaExceeded, UpstreamError
+from sessions_app import selectors, services
+from sessions_app.forms import EditForm, NewChatForm, RenameForm, SearchForm, SendForm
+from sessions_app.models import ChatMessage, ChatSession
+
+SESSION_PAGE = 200
+SEARCH_LIMIT = 50
+MESSAGE_PAGE = 500
+_MARK = re.compile(r"<mark>(.*?)</mark>", re.DOTALL)
+
+
+def _session_or_404(request, session_id: int) -> ChatSession:
+    # Scoped to the owner: another user's chat is indistinguishable from a missing one.
+    session = selectors.session_get(user=request.user, session_id=session_id)
+    if session is None:
+        raise Http404("No such chat.")
+    return session
+
+
+def _message_url(session: ChatSession, message: ChatMessage | None = None) -> str:
+    url = reverse("chat:detail", args=[session.pk])
+    return f"{url}#m-{message.message_id}" if message is not None else url
+
+
+def _snippet_parts(snippet: str) -> list[tuple[str, bool]]:
+    """Split a search snippet (escaped HTML with <mark>) into (text, is_match) pieces.
+
+    The template escapes the pieces again itself, so no HTML is ever marked safe.
+    """
+    parts, pos = [], 0
+    for match in _MARK.finditer(snippet):
+        parts += [(html.unescape(snippet[pos : match.start()]), False), (html.unescape(match.group(1)), True)]
+        pos = match.end()
+    parts.append((html.unescape(snippet[pos:]), False))
+    return [(text, hit) for text, hit in parts if text]
+
+
+def _new_chat_form(data=None) -> NewChatForm:
+    return NewChatForm(data, chatbots=list(chatbot_list()), ai_models=list(ai_model_list()))
+
+
+def _render_index(request, *, new_chat_form: NewChatForm | None = None, status: int = 200):
+    search_form = SearchForm(request.GET)
+    query = search_form.cleaned_data["q"].strip() if search_form.is_valid() else ""
+    if query:
+        found = selectors.session_search(user=request.user, query=query, limit=SEARCH_LIMIT)
+        rows = [{"session": s, "snippet": _snippet_parts(s.snippet)} for s in found]
+        truncated = len(found) == SEARCH_LIMIT
+    else:
+        sessions = list(selectors.session_list(user=request.user)[: SESSION_PAGE + 1])
+        rows = [{"session": s, "snippet": None} for s in sessions[:SESSION_PAGE]]
+        truncated = len(sessions) > SESSION_PAGE
+    context = {
+        "rows": rows,
+        "truncated": truncated,
+        "query": query,
+        "search_form": search_form,
+        "new_chat_form": new_chat_form or _new_chat_form(),
+    }
+    return render(request, "sessions_app/index.html", context, status=status)
+
+
+@login_required
+@require_GET
+def index(request):
+    return _render_index(request)
+
+
+@login_required
+@require_POST
+def create(request):
+    form = _new_chat_form(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            session = services.session_create(
+                user=request.user, chatbot_id=data["chatbot"], ai_model_id=data["ai_model"], title=data["title"]
+            )
+        except ChatsiteError as exc:
+            form.add_error(None, exc.detail)
+        else:
+            return redirect(_message_url(session))
+    return _render_index(request, new_chat_form=form, status=400)
+
+
+def _error(exc: ChatsiteError, *, saved: bool) -> dict:
+    """The error as the conversation page shows it: what happened and what to do next."""
+    account_link = False
+    if isinstance(exc, QuotaExceeded):
+        hint, account_link = "Your limits and when they reset are on your account page.", True
+    elif isinstance(exc, NoSubscription):
+        hint = "Ask the staff of this site to give your account a plan."
+    elif isinstance(exc, PermissionDenied) and exc.code == "unverified":
+        hint, account_link = "Open the link in the email we sent you, or ask for a new one on your account page.", True
+    elif saved:
+        hint = "Your message is kept in the chat: press Regenerate to try again."
+    elif isinstance(exc, UpstreamError):
+        hint = "Try again in a moment."
+    else:
+        hint = ""
+    return {"detail": exc.detail, "code": exc.code, "hint": hint, "account_link": account_link}
+
+
+def _render_detail(
+    request,
+    session: ChatSession,
+    *,
+    send_form: SendForm | None = None,
+    rename_form: RenameForm | None = None,
+    error: ChatsiteError | None = None,
+    saved: bool = False,
+    status: int = 200,
+):
+    # The newest MESSAGE_PAGE messages, shown oldest first; exports hold the whole chat.
+    latest = list(selectors.message_list(session=session).reverse()[: MESSAGE_PAGE + 1])
+    chat_messages = latest[:MESSAGE_PAGE][::-1]
+    context = {
+        "session": session,
+        "chat_messages": chat_messages,
+        "truncated": len(latest) > MESSAGE_PAGE,
+        "can_regenerate": any(not m.disabled for m in chat_messages),
+        "is_image": session.chatbot.chatbot_type == "image",
+        "send_form": send_form or SendForm(),
+        "rename_form": rename_form or RenameForm(initial={"title": session.title}),
+        "error": _error(error, saved=saved) if error is not None else None,
+    }
+    response = render(request, "sessions_app/detail.html", context, status=status)
+    for header, value in (error.headers if error is not None else {}).items():
+        response[header] = value
+    return response
+
+
+@login_required
+@require_GET
+def detail(request, session_id: int):
+    return _render_detail(request, _session_or_404(request, session_id))
+
+
+def _was_saved(session: ChatSession, content: str) -> bool:
+    """Whether a failed send still left the user's message as the last one in the chat."""
+    last = selectors.message_list(session=session).filter(disabled=False).last()
+    return last is not None and last.message_type == ChatMessage.Type.USER and last.content == content
+
+
+@login_required
+@require_POST
+def send(request, session_id: int):
+    session = _session_or_404(request, session_id)
+    form = SendForm(request.POST)
+    if not form.is_valid():
+        return _render_detail(request, session, send_form=form, status=400)
+    content = form.cleaned_data["content"]
+    try:
+        _, reply = services.message_send(session=session, user=request.user, content=content)
+    except ChatsiteError as exc:
+        saved = _was_saved(session, content)
+        # A saved message is already in the chat; keeping it in the box would invite a duplicate.
+        return _render_detail(
+            request, session, send_form=None if saved else form, error=exc, saved=saved, status=exc.status
+        )
+    return redirect(_message_url(session, reply))
+
+
+@login_required
+@require_POST
+def regenerate(request, session_id: int):
+    session = _session_or_404(request, session_id)
+    try:
+        reply = services.message_regenerate(session=session, user=request.user)
+    except ChatsiteError as exc:
+        saved = not isinstance(exc, InvalidInput)  # invalid: there was nothing to answer, or a reply is running
+        return _render_detail(request, session, error=exc, saved=saved, status=exc.status)
+    return redirect(_message_url(session, reply))
+
+
+@login_required
+@require_POST
+def rename(request, session_id: int):
+    session = _session_or_404(request, session_id)
+    form = RenameForm(request.POST)
+    if form.is_valid():
+        try:
+            services.session_update_title(session=session, title=form.cleaned_data["title"])
+        except ChatsiteError as exc:
+            form.add_error("title", exc.detail)
+        else:
+            messages.success(request, "Chat renamed.")
+            return redirect(_message_url(session))
+    return _render_detail(request, session, rename_form=form, status=400)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete(request, session_id: int):
+    session = _session_or_404(request, session_id)
+    if request.method == "POST":
+        title = session.title
+        services.session_delete(session=session)
+        messages.success(request, f"Deleted the chat “{title}”.")
+        return redirect("chat:index")
+    return render(request, "sessions_app/delete.html", {"session": session})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def edit(request, session_id: int, message_id: uuid.UUID):
+    session = _session_or_404(request, session_id)
+    message = (
+        selectors.message_list(session=session)
+        .filter(message_id=message_id, message_type=ChatMessage.Type.USER, disabled=False)
+        .first()
+    )
+    if message is None:
+        raise Http404("No such message.")
+    form = EditForm(request.POST if request.method == "POST" else None, initial={"content": message.content})
+    status = 200
+    if form.is_valid():
+        edited_at = message.edited_at
+        try:
+            _, reply = services.message_edit(
+                session=session, user=request.user, message_id=message.message_id, content=form.cleaned_data["content"]
+            )
+        except ChatsiteError as exc:
+            message.refresh_from_db(fields=["edited_at"])
+            if message.edited_at != edited_at:
+                # The edit was applied and only the new reply failed: show it in the conversation.
+                return _render_detail(request, session, error=exc, saved=True, status=exc.status)
+            form.add_error("content", exc.detail)
+        else:
+            return redirect(_message_url(session, reply))
+    if form.errors:
+        status = 400
+    return render(request, "sessions_app/edit.html", {"session": session, "message": message, "form": form}, status)
