@@ -1,4 +1,7 @@
+"""The interface every upstream adapter offers, and the values it returns."""
+
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -17,6 +20,15 @@ def estimate_prompt_tokens(messages: list[Message]) -> int:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """Token counts and cost as the upstream reported them (cost None: price it from the model)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: Decimal | None = None
+
+
+@dataclass(frozen=True)
 class Completion:
     content: str
     prompt_tokens: int
@@ -25,18 +37,35 @@ class Completion:
 
 
 @dataclass(frozen=True)
+class StreamEvent:
+    """One step of a streamed reply: a piece of text, or the usage the upstream reports at the end."""
+
+    text: str = ""
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
 class ImageResult:
     png: bytes
     prompt_tokens: int
     cost_usd: Decimal | None = None
+    content_type: str = "image/png"
 
 
 class Provider:
-    """What every upstream adapter offers."""
+    """What every upstream adapter offers.
+
+    Adapters raise chatsite.errors.UpstreamError (or UpstreamTimeout) for every
+    failure, also from inside a stream's iteration. `stream` returns an iterator
+    whose `close()` releases the upstream connection, ending the call.
+    """
 
     name = "base"
 
     def complete(self, *, model, messages: list[Message]) -> Completion:
+        raise NotImplementedError
+
+    def stream(self, *, model, messages: list[Message]) -> Iterator[StreamEvent]:
         raise NotImplementedError
 
     def generate_image(self, *, model, prompt: str) -> ImageResult:
