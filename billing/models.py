@@ -114,6 +114,10 @@ class UsageEvent(models.Model):
     ai_model = models.ForeignKey(
         "chatbots.AIModel", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_events"
     )
+    # The reply this usage paid for (SET_NULL like the session).
+    message = models.ForeignKey(
+        "sessions_app.ChatMessage", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_events"
+    )
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.MESSAGE)
     is_free_model = models.BooleanField(default=False)
     prompt_tokens = models.PositiveIntegerField(default=0)

@@ -63,7 +63,7 @@ def billed_tokens(*, prompt_tokens: int, completion_tokens: int, multiplier: Dec
 
 
 def usage_reserve(
-    *, user, session, ai_model, kind: str = UsageEvent.Kind.MESSAGE, prompt_tokens: int = 0
+    *, user, session, ai_model, kind: str = UsageEvent.Kind.MESSAGE, prompt_tokens: int = 0, message=None
 ) -> UsageEvent:
     """Reserve one message (or image) and its estimated prompt tokens before the upstream is called."""
     with transaction.atomic():
@@ -74,6 +74,7 @@ def usage_reserve(
         return UsageEvent.objects.create(
             user=user,
             session=session,
+            message=message,
             ai_model=ai_model,
             kind=kind,
             is_free_model=ai_model.is_free,

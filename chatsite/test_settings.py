@@ -16,3 +16,4 @@ AI_API_KEY = ""
 # Serve static files from the app folders, as in development: tests never run collectstatic.
 WHITENOISE_AUTOREFRESH = True
 WHITENOISE_USE_FINDERS = True
+DEMO_STREAM_DELAY = 0.0

@@ -1,5 +1,6 @@
 import re
 import uuid
+from itertools import chain
 
 from django.http import Http404, HttpResponse
 from django.utils.text import slugify
@@ -7,10 +8,12 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from chatsite.errors import InvalidInput
 from sessions_app import exports, selectors, services
+from sessions_app.models import ChatMessage
 from sessions_app.serializers import (
     ChatMessageSerializer,
     ChatSessionSearchResultSerializer,
@@ -19,14 +22,17 @@ from sessions_app.serializers import (
     EditInput,
     EditOutput,
     MessagesOutput,
+    RegenerateInput,
     SendInput,
     SendOutput,
     SessionCreateInput,
     SessionUpdateInput,
+    StopOutput,
     SuccessOutput,
     TitleInput,
     TitleOutput,
 )
+from sessions_app.streaming import event_stream_response, reply_events, sse
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -49,6 +55,57 @@ def validated(serializer_class, data, **kwargs):
     serializer = serializer_class(data=data, **kwargs)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets clients ask for text/event-stream; an error before the stream starts comes as one `error` event."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return sse("error", data) if data is not None else b""
+
+
+STREAM_RENDERERS = [JSONRenderer, EventStreamRenderer]
+
+
+def wants_stream(request, data) -> bool:
+    return bool(data.get("stream")) or "text/event-stream" in request.headers.get("Accept", "")
+
+
+def idempotency_key(request) -> uuid.UUID | None:
+    """The Idempotency-Key header as a UUID (any string maps to one)."""
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key:
+        return None
+    if len(key) > 255:
+        raise InvalidInput("Idempotency-Key is too long.", code="invalid_idempotency_key")
+    try:
+        return uuid.UUID(key)
+    except ValueError:
+        return uuid.uuid5(uuid.NAMESPACE_URL, "chatsite:idempotency:" + key)
+
+
+def parse_uuid_or_404(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise Http404 from None
+
+
+def last_event_offset(request) -> int:
+    raw = request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id") or ""
+    return int(raw) if re.fullmatch(r"\d{1,9}", raw.strip()) else 0
+
+
+def send_stream(result: services.SendResult):
+    """The user's message at once, then the reply as it grows."""
+    if result.job is not None:
+        services.reply_execute(job=result.job, background=True)
+    head = sse("user_message", ChatMessageSerializer(result.user_message).data, 0)
+    return event_stream_response(chain([head], reply_events(result.reply.pk)))
 
 
 PAGINATION = [
@@ -114,25 +171,78 @@ class ChatSessionViewSet(
         messages = selectors.message_list(session=self.get_object())
         return Response({"messages": ChatMessageSerializer(messages, many=True).data})
 
-    @extend_schema(request=SendInput, responses={201: SendOutput})
-    @action(detail=True, methods=["post"])
+    @extend_schema(
+        request=SendInput,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key", str, OpenApiParameter.HEADER, description="Same as client_message_id; any string."
+            )
+        ],
+        responses={
+            201: SendOutput,
+            (200, "text/event-stream"): OpenApiTypes.STR,
+        },
+    )
+    @action(detail=True, methods=["post"], renderer_classes=STREAM_RENDERERS)
     def send(self, request, pk=None):
         session = self.get_object()
         data = validated(SendInput, request.data)
-        user_message, reply = services.message_send(session=session, user=request.user, content=data["message"])
-        return Response(
-            {
-                "user_message": ChatMessageSerializer(user_message).data,
-                "assistant_message": ChatMessageSerializer(reply).data,
-            },
-            status=status.HTTP_201_CREATED,
-        )
+        result = services.message_send(
+            session=session, user=request.user, content=data["message"],
+            client_message_id=data.get("client_message_id") or idempotency_key(request),
+        )  # fmt: skip
+        if wants_stream(request, data):
+            return send_stream(result)
+        reply = services.reply_complete(reply=result.reply, job=result.job)
+        body = {
+            "user_message": ChatMessageSerializer(result.user_message).data,
+            "assistant_message": ChatMessageSerializer(reply).data,
+        }
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
+        return Response(body, status=status.HTTP_201_CREATED, headers=headers)
 
-    @extend_schema(request=None, responses={201: ChatMessageSerializer})
-    @action(detail=True, methods=["post"])
+    @extend_schema(
+        request=RegenerateInput,
+        responses={201: ChatMessageSerializer, (200, "text/event-stream"): OpenApiTypes.STR},
+    )
+    @action(detail=True, methods=["post"], renderer_classes=STREAM_RENDERERS)
     def regenerate(self, request, pk=None):
-        reply = services.message_regenerate(session=self.get_object(), user=request.user)
+        session = self.get_object()
+        data = validated(RegenerateInput, request.data or {})
+        reply, job = services.message_regenerate(session=session, user=request.user)
+        if wants_stream(request, data):
+            services.reply_execute(job=job, background=True)
+            return event_stream_response(reply_events(reply.pk))
+        reply = services.reply_complete(reply=reply, job=job)
         return Response({"assistant_message": ChatMessageSerializer(reply).data}, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=StopOutput)
+    @action(detail=True, methods=["post"])
+    def stop(self, request, pk=None):
+        stopped = services.reply_stop(session=self.get_object())
+        return Response({"success": True, "stopped_message_ids": [str(m.message_id) for m in stopped]})
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER, description="Resume after this event id.")
+        ],
+        responses={(200, "text/event-stream"): OpenApiTypes.STR},
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path=r"messages/(?P<message_id>[^/]+)/stream",
+        renderer_classes=STREAM_RENDERERS,
+    )
+    def follow(self, request, pk=None, message_id=None):
+        session = self.get_object()
+        reply = session.messages.filter(
+            message_id=parse_uuid_or_404(message_id), message_type=ChatMessage.Type.ASSISTANT
+        ).first()
+        if reply is None:
+            raise Http404
+        offset = last_event_offset(request)
+        return event_stream_response(reply_events(reply.pk, min(offset, len(reply.content)) if offset else 0))
 
     @extend_schema(request=TitleInput, responses=TitleOutput)
     @action(detail=True, methods=["post"], url_path="update-title")
@@ -142,26 +252,32 @@ class ChatSessionViewSet(
         session = services.session_update_title(session=session, title=data["title"])
         return Response({"success": True, "title": session.title})
 
-    @extend_schema(request=EditInput, responses=EditOutput)
-    @action(detail=True, methods=["post"], url_path=r"messages/(?P<message_id>[^/]+)/edit")
+    @extend_schema(request=EditInput, responses={200: EditOutput, (200, "text/event-stream"): OpenApiTypes.STR})
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path=r"messages/(?P<message_id>[^/]+)/edit",
+        renderer_classes=STREAM_RENDERERS,
+    )
     def edit(self, request, pk=None, message_id=None):
         session = self.get_object()
-        try:
-            message_uuid = uuid.UUID(message_id)
-        except ValueError:
-            raise Http404 from None
+        message_uuid = parse_uuid_or_404(message_id)
         data = validated(EditInput, request.data)
-        disabled, reply = services.message_edit(
-            session=session,
-            user=request.user,
-            message_id=message_uuid,
-            content=data["content"],
-            regenerate=data["regenerate"],
-        )
+        disabled, reply, job = services.message_edit(
+            session=session, user=request.user, message_id=message_uuid,
+            content=data["content"], regenerate=data["regenerate"],
+        )  # fmt: skip
+        disabled_ids = [str(m.message_id) for m in disabled]
+        if reply is not None and wants_stream(request, data):
+            services.reply_execute(job=job, background=True)
+            head = sse("edited", {"success": True, "disabled_message_ids": disabled_ids}, 0)
+            return event_stream_response(chain([head], reply_events(reply.pk)))
+        if reply is not None:
+            reply = services.reply_complete(reply=reply, job=job)
         return Response(
             {
                 "success": True,
-                "disabled_message_ids": [str(m.message_id) for m in disabled],
+                "disabled_message_ids": disabled_ids,
                 "assistant_message": ChatMessageSerializer(reply).data if reply else None,
             }
         )

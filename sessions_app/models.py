@@ -56,11 +56,26 @@ class ChatMessage(models.Model):
     disabled = models.BooleanField(default=False)
     ai_model = models.ForeignKey(AIModel, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.COMPLETE)
+    # The user message an assistant message answers.
+    reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replies")
+    # Why a reply failed or was cut short, as the API's error code and text.
+    error_code = models.CharField(max_length=32, blank=True)
+    error_detail = models.CharField(max_length=300, blank=True)
+    # Idempotency: a retried send with the same key returns the first result.
+    client_message_id = models.UUIDField(null=True, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [
             models.Index(fields=["session", "created_at", "id"], name="message_session_order_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "client_message_id"],
+                condition=models.Q(client_message_id__isnull=False),
+                name="message_idempotency_key",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -63,11 +63,29 @@ def _message_field(**kwargs):
 
 class SendInput(serializers.Serializer):
     message = _message_field()
+    stream = StrictBooleanField(
+        required=False,
+        default=False,
+        help_text="Stream the reply as server-sent events (like Accept: text/event-stream).",
+    )
+    client_message_id = serializers.UUIDField(
+        required=False, allow_null=True, help_text="Idempotency key: the same id again returns the first result."
+    )
+
+
+class RegenerateInput(serializers.Serializer):
+    stream = StrictBooleanField(required=False, default=False)
 
 
 class EditInput(serializers.Serializer):
     content = _message_field()
     regenerate = StrictBooleanField(required=False, default=True)
+    stream = StrictBooleanField(required=False, default=False)
+
+
+class StopOutput(serializers.Serializer):
+    success = serializers.BooleanField()
+    stopped_message_ids = serializers.ListField(child=serializers.UUIDField())
 
 
 class MessagesOutput(serializers.Serializer):

@@ -1,28 +1,31 @@
 """Writes of chat sessions and messages, including the reply pipeline."""
 
-import logging
+import hashlib
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from billing.models import UsageEvent
-from billing.services import usage_release, usage_reserve, usage_settle
+from billing.services import usage_reserve
 from chatbots.models import AIModel, Chatbot, ContentType
-from chatbots.providers import get_provider
 from chatbots.providers.base import Message, estimate_prompt_tokens, estimate_tokens
-from chatsite.errors import ChatsiteError, InvalidInput, NotFound, PermissionDenied, UpstreamError
+from chatsite.errors import Conflict, InvalidInput, NotFound, PermissionDenied, UpstreamError, UpstreamTimeout
+from sessions_app.generation import (
+    Generation,
+    ReplyJob,
+    reply_run,
+    reply_run_in_background,
+    reply_stop_local,
+    reply_wait,
+)
 from sessions_app.models import DEFAULT_TITLE, ChatMessage, ChatSession
+from sessions_app.titles import TITLE_MAX_CHARS
 
-logger = logging.getLogger(__name__)
-
-TITLE_MAX_CHARS = 200
-AUTO_TITLE_WORDS = 8
 # Room kept free in the model's context window for the reply itself.
 REPLY_RESERVE_TOKENS = 1024
 
@@ -159,138 +162,130 @@ def context_build(*, session: ChatSession) -> list[Message]:
     return system + kept[::-1]
 
 
-def _title_from(content: str) -> str:
-    words = content.split()
-    title = " ".join(words[:AUTO_TITLE_WORDS]) + ("…" if len(words) > AUTO_TITLE_WORDS else "")
-    return title[:TITLE_MAX_CHARS] or DEFAULT_TITLE
-
-
-def _title_auto(session: ChatSession) -> None:
-    if not session.auto_generate_title or session.title != DEFAULT_TITLE:
-        return
-    first = session.messages.filter(message_type=ChatMessage.Type.USER).order_by("created_at", "id").first()
-    if first is not None:
-        ChatSession.objects.filter(pk=session.pk, title=DEFAULT_TITLE).update(title=_title_from(first.content))
-        session.refresh_from_db(fields=["title"])
-
-
-def _store_image(session: ChatSession, png: bytes) -> str:
-    name = default_storage.save(f"generated/{session.pk}/{uuid.uuid4().hex}.png", ContentFile(png))
-    return default_storage.url(name)
-
-
-def reply_generate(*, session: ChatSession, user) -> ChatMessage:
-    """Generate the assistant's reply to the session's history: reserve, call upstream, settle."""
+def _reply_begin(*, session: ChatSession, user, reply_to: ChatMessage) -> tuple[ChatMessage, ReplyJob]:
+    """Inside the caller's transaction: reserve the usage and create the empty reply."""
     model = session.ai_model
     is_image = session.chatbot.chatbot_type == ContentType.IMAGE
     messages = context_build(session=session)
-    prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    with transaction.atomic():
-        event = usage_reserve(
-            user=user,
-            session=session,
-            ai_model=model,
-            kind=UsageEvent.Kind.IMAGE if is_image else UsageEvent.Kind.MESSAGE,
-            prompt_tokens=estimate_tokens(prompt) if is_image else estimate_prompt_tokens(messages),
-        )
-        reply = ChatMessage.objects.create(
-            session=session,
-            message_type=ChatMessage.Type.ASSISTANT,
-            ai_model=model,
-            status=ChatMessage.Status.GENERATING,
-        )
-    # The upstream is called outside any transaction: a slow model must not hold locks.
-    provider = get_provider(model)
-    try:
-        if is_image:
-            image = provider.generate_image(model=model, prompt=prompt)
-            image_url = _store_image(session, image.png)
-            content, prompt_tokens, completion_tokens, cost = prompt, image.prompt_tokens, 0, image.cost_usd
-        else:
-            completion = provider.complete(model=model, messages=messages)
-            image_url = ""
-            content, prompt_tokens = completion.content, completion.prompt_tokens
-            completion_tokens, cost = completion.completion_tokens, completion.cost_usd
-    except Exception as exc:
-        # Nothing arrived: keep the user's message, charge nothing, drop the empty reply.
-        usage_release(event=event)
-        reply.delete()
-        if isinstance(exc, ChatsiteError):
-            raise
-        logger.exception("upstream call failed for model %s", model.model_id)
-        raise UpstreamError() from exc
+    prompt = reply_to.content
+    reply = ChatMessage.objects.create(
+        session=session, message_type=ChatMessage.Type.ASSISTANT, ai_model=model,
+        status=ChatMessage.Status.GENERATING, reply_to=reply_to,
+    )  # fmt: skip
+    event = usage_reserve(
+        user=user, session=session, ai_model=model, message=reply,
+        kind=UsageEvent.Kind.IMAGE if is_image else UsageEvent.Kind.MESSAGE,
+        prompt_tokens=estimate_tokens(prompt) if is_image else estimate_prompt_tokens(messages),
+    )  # fmt: skip
+    job = ReplyJob(
+        reply_pk=reply.pk, event_pk=event.pk, session_pk=session.pk, model=model,
+        messages=messages, prompt=prompt, is_image=is_image,
+    )  # fmt: skip
+    return reply, job
 
-    with transaction.atomic():
-        usage_settle(event=event, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost)
-        reply.content = content
-        reply.image_url = image_url
-        reply.tokens_count = completion_tokens
-        reply.status = ChatMessage.Status.COMPLETE
-        reply.save(update_fields=["content", "image_url", "tokens_count", "status"])
-        ChatSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())
-    _title_auto(session)
+
+def reply_execute(*, job: ReplyJob, background: bool) -> ChatMessage | None:
+    """Run a begun reply: in this thread (returning the finished reply) or in the background."""
+    generation = Generation(job.reply_pk)
+    if background:
+        reply_run_in_background(job, generation)
+        return None
+    reply_run(job, generation)
+    return ChatMessage.objects.select_related("ai_model").get(pk=job.reply_pk)
+
+
+def reply_complete(*, reply: ChatMessage, job: ReplyJob | None) -> ChatMessage:
+    """Run a begun reply in this thread (or wait for an earlier run of it); raise its error if it failed."""
+    if job is not None:
+        reply = reply_execute(job=job, background=False)
+    else:
+        reply_wait(reply_pk=reply.pk)
+        reply = ChatMessage.objects.select_related("ai_model").get(pk=reply.pk)
+    if reply.status == ChatMessage.Status.FAILED:
+        error_class = UpstreamTimeout if reply.error_code == UpstreamTimeout.code else UpstreamError
+        raise error_class(reply.error_detail or None)
     return reply
 
 
-def message_send(*, session: ChatSession, user, content: str) -> tuple[ChatMessage, ChatMessage]:
-    """Save the user's message and answer it; the user's message stays even if the reply fails."""
+def _request_hash(content: str) -> str:
+    return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass
+class SendResult:
+    user_message: ChatMessage
+    reply: ChatMessage
+    job: ReplyJob | None  # None when this is the replay of an earlier send
+    replayed: bool = False
+
+
+def _send_replay(*, session: ChatSession, client_message_id: uuid.UUID, content: str) -> SendResult | None:
+    earlier = session.messages.filter(client_message_id=client_message_id).first()
+    if earlier is None:
+        return None
+    if earlier.request_hash != _request_hash(content):
+        raise Conflict("This idempotency key was already used for a different message.", code="idempotency_conflict")
+    reply = earlier.replies.select_related("ai_model").order_by("created_at", "id").first()
+    if reply is None:
+        raise Conflict("The first request with this idempotency key has no reply.", code="idempotency_conflict")
+    return SendResult(user_message=earlier, reply=reply, job=None, replayed=True)
+
+
+def message_send(*, session: ChatSession, user, content: str, client_message_id: uuid.UUID | None = None) -> SendResult:
+    """Save the user's message and begin its reply, or return the first result of a retried send.
+
+    The caller runs the returned job (`reply_execute`); the user's message stays
+    whatever then happens upstream.
+    """
     content = message_content_clean(content)
+    if client_message_id is not None:
+        replay = _send_replay(session=session, client_message_id=client_message_id, content=content)
+        if replay is not None:
+            return replay
     _check_may_send(user, session)
-    user_message = ChatMessage.objects.create(
-        session=session,
-        message_type=ChatMessage.Type.USER,
-        content=content,
-        tokens_count=estimate_tokens(content),
-    )
-    return user_message, reply_generate(session=session, user=user)
+    try:
+        with transaction.atomic():
+            user_message = ChatMessage.objects.create(
+                session=session, message_type=ChatMessage.Type.USER, content=content,
+                tokens_count=estimate_tokens(content), client_message_id=client_message_id,
+                request_hash=_request_hash(content) if client_message_id else "",
+            )  # fmt: skip
+            reply, job = _reply_begin(session=session, user=user, reply_to=user_message)
+    except IntegrityError:
+        # The same key raced in twice: the other request won; answer as its replay.
+        replay = _send_replay(session=session, client_message_id=client_message_id, content=content)
+        if replay is None:
+            raise
+        return replay
+    return SendResult(user_message=user_message, reply=reply, job=job)
 
 
 def _active_tail(session: ChatSession) -> ChatMessage | None:
     return session.messages.filter(disabled=False).order_by("-created_at", "-id").first()
 
 
-def message_regenerate(*, session: ChatSession, user) -> ChatMessage:
-    """Disable the last reply and generate a new one."""
+def message_regenerate(*, session: ChatSession, user) -> tuple[ChatMessage, ReplyJob]:
+    """Disable the last reply and begin a new one; the caller runs the job."""
     _check_may_send(user, session)
-    replaced = _active_tail(session)
-    last = replaced
-    if replaced is not None and replaced.message_type == ChatMessage.Type.ASSISTANT:
-        if replaced.status == ChatMessage.Status.GENERATING:
-            raise InvalidInput("A reply is still being generated.", code="reply_in_progress")
-        # Disabled first, so the new reply is generated from the history without it.
-        ChatMessage.objects.filter(pk=replaced.pk).update(disabled=True)
+    with transaction.atomic():
+        # Lock the chat so two regenerates of one reply cannot both run.
+        ChatSession.objects.select_for_update().filter(pk=session.pk).first()
         last = _active_tail(session)
-    else:
-        replaced = None
-    if last is None or last.message_type != ChatMessage.Type.USER:
-        raise InvalidInput("There is no message to answer.", code="nothing_to_regenerate")
-    try:
-        return reply_generate(session=session, user=user)
-    except ChatsiteError:
-        # No new reply (quota, upstream): the old one comes back rather than leaving none.
-        if replaced is not None:
-            ChatMessage.objects.filter(pk=replaced.pk).update(disabled=False)
-        raise
-
-
-@transaction.atomic
-def _edit_apply(*, message: ChatMessage, content: str) -> list[ChatMessage]:
-    message.content = content
-    message.tokens_count = estimate_tokens(content)
-    message.edited_at = timezone.now()
-    message.save(update_fields=["content", "tokens_count", "edited_at"])
-    later = message.session.messages.filter(disabled=False).filter(
-        Q(created_at__gt=message.created_at) | Q(created_at=message.created_at, id__gt=message.id)
-    )
-    disabled = list(later.order_by("created_at", "id"))
-    later.update(disabled=True)
-    return disabled
+        if last is not None and last.message_type == ChatMessage.Type.ASSISTANT:
+            if last.status == ChatMessage.Status.GENERATING:
+                raise InvalidInput("A reply is still being generated.", code="reply_in_progress")
+            last.disabled = True
+            last.save(update_fields=["disabled"])
+            last = _active_tail(session)
+        if last is None or last.message_type != ChatMessage.Type.USER:
+            raise InvalidInput("There is no message to answer.", code="nothing_to_regenerate")
+        return _reply_begin(session=session, user=user, reply_to=last)
 
 
 def message_edit(
     *, session: ChatSession, user, message_id: uuid.UUID, content: str, regenerate: bool = True
-) -> tuple[list[ChatMessage], ChatMessage | None]:
-    """Change a user message, disable everything after it, and answer it again."""
+) -> tuple[list[ChatMessage], ChatMessage | None, ReplyJob | None]:
+    """Change a user message, disable everything after it, and begin its new reply."""
     content = message_content_clean(content)
     message = session.messages.filter(message_id=message_id).first()
     if message is None:
@@ -301,6 +296,29 @@ def message_edit(
         raise InvalidInput("This message was replaced by a later edit.", code="message_disabled")
     if regenerate:
         _check_may_send(user, session)
-    disabled = _edit_apply(message=message, content=content)
-    reply = reply_generate(session=session, user=user) if regenerate else None
-    return disabled, reply
+    with transaction.atomic():
+        message.content = content
+        message.tokens_count = estimate_tokens(content)
+        message.edited_at = timezone.now()
+        message.save(update_fields=["content", "tokens_count", "edited_at"])
+        later = session.messages.filter(disabled=False).filter(
+            Q(created_at__gt=message.created_at) | Q(created_at=message.created_at, id__gt=message.id)
+        )
+        disabled = list(later.order_by("created_at", "id"))
+        later.update(disabled=True)
+        if not regenerate:
+            return disabled, None, None
+        reply, job = _reply_begin(session=session, user=user, reply_to=message)
+    return disabled, reply, job
+
+
+def reply_stop(*, session: ChatSession) -> list[ChatMessage]:
+    """Stop the replies being generated in a chat, on whichever server runs them."""
+    generating = list(session.messages.filter(status=ChatMessage.Status.GENERATING))
+    for reply in generating:
+        # The database flag reaches every server; the local signal stops this one at once.
+        ChatMessage.objects.filter(pk=reply.pk, status=ChatMessage.Status.GENERATING).update(
+            status=ChatMessage.Status.STOPPED
+        )
+        reply_stop_local(reply.pk)
+    return generating

@@ -165,7 +165,8 @@ def send(request, session_id: int):
         return _render_detail(request, session, send_form=form, status=400)
     content = form.cleaned_data["content"]
     try:
-        _, reply = services.message_send(session=session, user=request.user, content=content)
+        result = services.message_send(session=session, user=request.user, content=content)
+        reply = services.reply_complete(reply=result.reply, job=result.job)
     except ChatsiteError as exc:
         saved = _was_saved(session, content)
         # A saved message is already in the chat; keeping it in the box would invite a duplicate.
@@ -180,7 +181,8 @@ def send(request, session_id: int):
 def regenerate(request, session_id: int):
     session = _session_or_404(request, session_id)
     try:
-        reply = services.message_regenerate(session=session, user=request.user)
+        reply, job = services.message_regenerate(session=session, user=request.user)
+        reply = services.reply_complete(reply=reply, job=job)
     except ChatsiteError as exc:
         saved = not isinstance(exc, InvalidInput)  # invalid: there was nothing to answer, or a reply is running
         return _render_detail(request, session, error=exc, saved=saved, status=exc.status)
@@ -231,9 +233,10 @@ def edit(request, session_id: int, message_id: uuid.UUID):
     if form.is_valid():
         edited_at = message.edited_at
         try:
-            _, reply = services.message_edit(
+            _, reply, job = services.message_edit(
                 session=session, user=request.user, message_id=message.message_id, content=form.cleaned_data["content"]
             )
+            reply = services.reply_complete(reply=reply, job=job)
         except ChatsiteError as exc:
             message.refresh_from_db(fields=["edited_at"])
             if message.edited_at != edited_at:

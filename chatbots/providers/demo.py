@@ -2,11 +2,24 @@
 
 import hashlib
 import io
+import re
 import textwrap
+import time
+from collections.abc import Iterator
 
+from django.conf import settings
 from PIL import Image, ImageDraw
 
-from chatbots.providers.base import Completion, ImageResult, Message, Provider, estimate_prompt_tokens, estimate_tokens
+from chatbots.providers.base import (
+    Completion,
+    ImageResult,
+    Message,
+    Provider,
+    StreamEvent,
+    Usage,
+    estimate_prompt_tokens,
+    estimate_tokens,
+)
 
 
 def demo_reply(messages: list[Message]) -> str:
@@ -32,6 +45,16 @@ class DemoProvider(Provider):
             prompt_tokens=estimate_prompt_tokens(messages),
             completion_tokens=estimate_tokens(content),
         )
+
+    def stream(self, *, model, messages: list[Message]) -> Iterator[StreamEvent]:
+        content = demo_reply(messages)
+        delay = settings.DEMO_STREAM_DELAY
+        # Word by word, like a model's tokens, paced so the streaming is visible.
+        for piece in re.findall(r"\S+\s*|\s+", content):
+            if delay:
+                time.sleep(delay)
+            yield StreamEvent(text=piece)
+        yield StreamEvent(usage=Usage(estimate_prompt_tokens(messages), estimate_tokens(content)))
 
     def generate_image(self, *, model, prompt: str) -> ImageResult:
         digest = hashlib.sha256(prompt.encode()).digest()

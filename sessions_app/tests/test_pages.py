@@ -163,7 +163,7 @@ def test_an_upstream_error_shows_inline_and_offers_regenerate(owner_client, chat
     def fail(self, **kwargs):
         raise UpstreamError()
 
-    monkeypatch.setattr(DemoProvider, "complete", fail)
+    monkeypatch.setattr(DemoProvider, "stream", fail)
 
     response = owner_client.post(f"/chat/{chat_session.pk}/send/", {"content": "Are you there?"})
 
@@ -172,7 +172,8 @@ def test_an_upstream_error_shows_inline_and_offers_regenerate(owner_client, chat
     assert "The AI provider failed to answer. Try again." in body
     assert "Your message is kept in the chat: press Regenerate to try again." in body
     # The message is saved in the chat, so the box is emptied rather than inviting a duplicate send.
-    assert list(chat_session.messages.values_list("message_type", "content")) == [("user", "Are you there?")]
+    active = chat_session.messages.filter(disabled=False)
+    assert list(active.values_list("message_type", "content")) == [("user", "Are you there?")]
     assert 'id="id_content">\n</textarea>' in body
 
 

@@ -1,0 +1,245 @@
+"""Generating a reply: the upstream call that outlives its HTTP connection.
+
+A reply is started in one short transaction (the reservation and an empty
+assistant message with status `generating`), then run outside any
+transaction: the upstream's text is saved as it grows, at most every
+FLUSH_INTERVAL seconds, and settled at the end. The state lives in the
+database, so any app server can follow or stop a reply; followers in the
+process that runs it also get each piece as it arrives through `Generation`.
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import connections, transaction
+from django.utils import timezone
+
+from billing.models import UsageEvent
+from billing.services import usage_release, usage_settle
+from chatbots.models import AIModel
+from chatbots.providers import get_provider
+from chatbots.providers.base import Message, Usage, estimate_tokens
+from chatsite.errors import ChatsiteError, UpstreamError
+from sessions_app.models import ChatMessage, ChatSession
+from sessions_app.titles import title_auto
+
+logger = logging.getLogger(__name__)
+
+# Saved at least this often while a reply grows, and never once per chunk.
+FLUSH_INTERVAL = 0.5
+
+
+class Generation:
+    """A reply being generated in this process: its text so far, for followers to wait on."""
+
+    def __init__(self, message_pk: int) -> None:
+        self.message_pk = message_pk
+        self.content = ""
+        self.image_url = ""
+        self.finished = False
+        self.stop_requested = threading.Event()
+        self._changed = threading.Condition()
+
+    def append(self, text: str) -> None:
+        with self._changed:
+            self.content += text
+            self._changed.notify_all()
+
+    def finish(self) -> None:
+        with self._changed:
+            self.finished = True
+            self._changed.notify_all()
+
+    def wait(self, offset: int, timeout: float) -> bool:
+        """Wait until there is text past `offset` or the reply is finished; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self.content) > offset or self.finished, timeout)
+
+
+_live: dict[int, Generation] = {}
+_live_lock = threading.Lock()
+
+
+def generation_live(message_pk: int) -> Generation | None:
+    """The reply's generation if it runs in this process."""
+    with _live_lock:
+        return _live.get(message_pk)
+
+
+def _register(generation: Generation) -> None:
+    with _live_lock:
+        _live[generation.message_pk] = generation
+
+
+def _unregister(generation: Generation) -> None:
+    with _live_lock:
+        _live.pop(generation.message_pk, None)
+
+
+@dataclass(frozen=True)
+class ReplyJob:
+    """Everything a reply's run needs, gathered while the request still holds the session."""
+
+    reply_pk: int
+    event_pk: int
+    session_pk: int
+    model: AIModel
+    messages: list[Message]
+    prompt: str
+    is_image: bool
+
+
+def _flush(reply_pk: int, content: str) -> bool:
+    """Save the text so far; False if the reply is no longer generating (stopped elsewhere)."""
+    return bool(ChatMessage.objects.filter(pk=reply_pk, status=ChatMessage.Status.GENERATING).update(content=content))
+
+
+def _store_image(session_pk: int, png: bytes) -> str:
+    name = default_storage.save(f"generated/{session_pk}/{time.time_ns():x}.png", ContentFile(png))
+    return default_storage.url(name)
+
+
+def _run_image(job: ReplyJob, generation: Generation) -> tuple[str, Usage]:
+    image = get_provider(job.model).generate_image(model=job.model, prompt=job.prompt)
+    generation.image_url = _store_image(job.session_pk, image.png)
+    return generation.image_url, Usage(image.prompt_tokens, 0, image.cost_usd)
+
+
+def _run_text(job: ReplyJob, generation: Generation) -> tuple[Usage | None, bool]:
+    """Stream the reply into `generation`; return the reported usage and whether it was stopped."""
+    usage = None
+    last_flush = time.monotonic()
+    stream = get_provider(job.model).stream(model=job.model, messages=job.messages)
+    try:
+        for event in stream:
+            if event.usage is not None:
+                usage = event.usage
+            if event.text:
+                generation.append(event.text)
+            if generation.stop_requested.is_set():
+                return usage, True
+            if time.monotonic() - last_flush >= FLUSH_INTERVAL:
+                last_flush = time.monotonic()
+                if not _flush(job.reply_pk, generation.content):
+                    return usage, True
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    return usage, False
+
+
+def reply_run(job: ReplyJob, generation: Generation) -> None:
+    """Run a started reply to its end: call the upstream, save the text, settle or release the usage."""
+    _register(generation)
+    error: ChatsiteError | None = None
+    stopped = False
+    usage: Usage | None = None
+    try:
+        if job.is_image:
+            _, usage = _run_image(job, generation)
+        else:
+            usage, stopped = _run_text(job, generation)
+    except ChatsiteError as exc:
+        error = exc
+    except Exception as exc:
+        logger.exception("reply %s failed", job.reply_pk)
+        error = UpstreamError()
+        error.__cause__ = exc
+    try:
+        _reply_finish(job, generation, usage=usage, stopped=stopped, error=error)
+        if error is None or generation.content:
+            # Before `done`, so the event can carry the chat's new title.
+            title_auto(session_pk=job.session_pk)
+    finally:
+        generation.finish()
+        _unregister(generation)
+
+
+@transaction.atomic
+def _reply_finish(
+    job: ReplyJob, generation: Generation, *, usage: Usage | None, stopped: bool, error: ChatsiteError | None
+) -> None:
+    reply = ChatMessage.objects.select_for_update().get(pk=job.reply_pk)
+    event = UsageEvent.objects.select_related("ai_model").get(pk=job.event_pk)
+    content = generation.content
+    produced = bool(content) or bool(generation.image_url)
+    if reply.status == ChatMessage.Status.STOPPED:
+        stopped = True  # stopped from another server while this one ran
+
+    if error is not None and not produced:
+        # Nothing arrived: charge nothing; keep the user's message, mark this reply failed.
+        usage_release(event=event)
+        reply.status = ChatMessage.Status.FAILED
+        reply.disabled = True
+    else:
+        if usage is None or error is not None or stopped:
+            # Only what was produced is charged; the upstream's count may be missing or cover more.
+            completion = estimate_tokens(content) if not job.is_image else 0
+            prompt = usage.prompt_tokens if usage is not None else event.prompt_tokens
+            usage = Usage(prompt, min(completion, usage.completion_tokens) if usage else completion, None)
+        usage_settle(
+            event=event,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=usage.cost_usd,
+        )
+        reply.tokens_count = usage.completion_tokens
+        if stopped:
+            reply.status = ChatMessage.Status.STOPPED
+        elif error is not None:
+            reply.status = ChatMessage.Status.PARTIAL
+        else:
+            reply.status = ChatMessage.Status.COMPLETE
+    if error is not None:
+        reply.error_code, reply.error_detail = error.code, str(error.detail)[:300]
+    reply.content = job.prompt if job.is_image and produced else content
+    reply.image_url = generation.image_url
+    reply.save(
+        update_fields=["content", "image_url", "tokens_count", "status", "disabled", "error_code", "error_detail"]
+    )
+    ChatSession.objects.filter(pk=job.session_pk).update(updated_at=timezone.now())
+
+
+def reply_run_in_background(job: ReplyJob, generation: Generation) -> threading.Thread:
+    """Run the reply in its own thread, so it finishes even if the client goes away."""
+
+    def target() -> None:
+        try:
+            reply_run(job, generation)
+        finally:
+            # This thread's own database connections.
+            for connection in connections.all(initialized_only=True):
+                connection.close()
+
+    _register(generation)
+    thread = threading.Thread(target=target, name=f"reply-{job.reply_pk}", daemon=True)
+    thread.start()
+    return thread
+
+
+def reply_wait(*, reply_pk: int, poll: float = 0.25) -> None:
+    """Wait until a reply, run here or on another server, is no longer generating."""
+    generation = generation_live(reply_pk)
+    if generation is not None:
+        while not generation.wait(len(generation.content), timeout=60):
+            pass
+        # Past len(content) only the finish wakes the wait; loop until it came.
+        while not generation.finished:
+            generation.wait(len(generation.content), timeout=60)
+        return
+    while ChatMessage.objects.filter(pk=reply_pk, status=ChatMessage.Status.GENERATING).exists():
+        time.sleep(poll)
+
+
+def reply_stop_local(message_pk: int) -> bool:
+    """Ask this process's generation of the reply to stop; False if it does not run here."""
+    generation = generation_live(message_pk)
+    if generation is None:
+        return False
+    generation.stop_requested.set()
+    return True

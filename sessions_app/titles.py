@@ -1,0 +1,59 @@
+"""Automatic chat titles: a short summary after the first exchange."""
+
+import logging
+
+from django.conf import settings
+
+from chatbots.models import AIModel
+from chatbots.providers import get_provider
+from chatsite.errors import ChatsiteError
+from sessions_app.models import DEFAULT_TITLE, ChatMessage, ChatSession
+
+logger = logging.getLogger(__name__)
+
+TITLE_MAX_CHARS = 200
+AUTO_TITLE_WORDS = 8
+TITLE_INSTRUCTION = (
+    "Write a title of at most six words for a chat that starts with the message below. "
+    "Answer with the title only, without quotes."
+)
+
+
+def title_from_words(content: str) -> str:
+    words = content.split()
+    title = " ".join(words[:AUTO_TITLE_WORDS]) + ("…" if len(words) > AUTO_TITLE_WORDS else "")
+    return title[:TITLE_MAX_CHARS] or DEFAULT_TITLE
+
+
+def _title_model() -> AIModel:
+    known = AIModel.objects.filter(model_id=settings.TITLE_MODEL).first()
+    return known or AIModel(model_id=settings.TITLE_MODEL, name=settings.TITLE_MODEL, provider=AIModel.Provider.OPENAI)
+
+
+def title_summarize(content: str) -> str:
+    """A short title for a chat that opens with `content`: from TITLE_MODEL if set, else its first words."""
+    if settings.TITLE_MODEL:
+        messages = [{"role": "system", "content": TITLE_INSTRUCTION}, {"role": "user", "content": content[:2000]}]
+        try:
+            answer = get_provider(_title_model()).complete(model=_title_model(), messages=messages).content
+        except ChatsiteError:
+            logger.warning("title model %s failed; using the first words", settings.TITLE_MODEL)
+        else:
+            title = " ".join(answer.strip().strip("\"'“”").split())[:TITLE_MAX_CHARS]
+            if title:
+                return title
+    return title_from_words(content)
+
+
+def title_auto(*, session_pk: int) -> None:
+    """Name a chat after its first exchange, unless it was named by hand."""
+    session = ChatSession.objects.filter(pk=session_pk, auto_generate_title=True, title=DEFAULT_TITLE).first()
+    if session is None:
+        return
+    first = session.messages.filter(message_type=ChatMessage.Type.USER).order_by("created_at", "id").first()
+    if first is None:
+        return
+    # Only if still unnamed: a rename during the upstream call wins.
+    ChatSession.objects.filter(pk=session_pk, auto_generate_title=True, title=DEFAULT_TITLE).update(
+        title=title_summarize(first.content)
+    )
