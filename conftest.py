@@ -1,3 +1,5 @@
+import threading
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -11,6 +13,15 @@ from sessions_app.tests.factories import ChatSessionFactory
 @pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture(autouse=True)
+def _reply_threads_finish():
+    """Replies run in threads of their own: let them end before the test's database goes."""
+    yield
+    for thread in threading.enumerate():
+        if thread.name.startswith("reply-"):
+            thread.join(timeout=30)
 
 
 @pytest.fixture
@@ -86,3 +97,29 @@ def ai_model(db):
 @pytest.fixture
 def chat_session(user, chatbot, ai_model):
     return ChatSessionFactory(user=user, chatbot=chatbot, ai_model=ai_model)
+
+
+@pytest.fixture
+def upstream(settings):
+    """A real OpenAI-compatible server on 127.0.0.1 that replies as the test scripts it; settings point at it.
+
+    Models must have provider="openai" to be answered by it (AIModelFactory makes demo models).
+    """
+    from chatsite.testing.upstream import StubUpstream
+
+    with StubUpstream() as stub:
+        settings.AI_BASE_URL = stub.base_url
+        settings.AI_API_KEY = "test-key"
+        settings.AI_RETRY_BACKOFF = 0
+        yield stub
+
+
+@pytest.fixture
+def refused_base_url():
+    """An http://127.0.0.1:PORT/v1 URL where nothing listens."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"

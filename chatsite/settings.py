@@ -125,7 +125,18 @@ SMS_BACKEND = env("SMS_BACKEND", default="accounts.sms.ConsoleSMSBackend")
 AI_BASE_URL = env("AI_BASE_URL", default="https://openrouter.ai/api/v1")
 AI_API_KEY = env("AI_API_KEY", default="") or env("OPENROUTER_API_KEY", default="")
 AI_TIMEOUT = env.float("AI_TIMEOUT", default=60.0)
+AI_CONNECT_TIMEOUT = env.float("AI_CONNECT_TIMEOUT", default=10.0)
+# Retries happen only before the first token: a reply is never sent twice.
+AI_MAX_RETRIES = env.int("AI_MAX_RETRIES", default=2)
+AI_RETRY_BACKOFF = env.float("AI_RETRY_BACKOFF", default=0.5)
+# "images" (POST /images/generations), "chat" (chat completions with image output) or "auto".
+AI_IMAGE_API = env("AI_IMAGE_API", default="auto")
+# Sent to OpenRouter as HTTP-Referer and X-Title, which it shows in its rankings.
+AI_APP_URL = env("AI_APP_URL", default="")
+AI_APP_NAME = env("AI_APP_NAME", default="chatsite")
 TITLE_MODEL = env("TITLE_MODEL", default="")
+# Seconds between the demo provider's words, so streaming is visible offline.
+DEMO_STREAM_DELAY = env.float("DEMO_STREAM_DELAY", default=0.03)
 MAX_MESSAGE_CHARS = env.int("MAX_MESSAGE_CHARS", default=32000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024)
 

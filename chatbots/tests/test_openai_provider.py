@@ -1,0 +1,487 @@
+"""The OpenAI-compatible adapter against a real local HTTP server (the `upstream` stub); nothing is mocked."""
+
+import base64
+import json
+import time
+from decimal import Decimal
+
+import pytest
+
+from chatbots.providers import get_provider
+from chatbots.providers.base import StreamEvent, Usage
+from chatbots.providers.demo import DemoProvider
+from chatbots.providers.openai import OpenAIProvider
+from chatbots.tests.factories import AIModelFactory
+from chatsite.errors import UpstreamError, UpstreamTimeout
+from chatsite.testing.upstream import StubUpstream, tiny_png
+
+pytestmark = pytest.mark.django_db
+
+MESSAGES = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Say hello."},
+]
+
+
+@pytest.fixture
+def model():
+    return AIModelFactory(model_id="openai/gpt-4o-mini", provider="openai")
+
+
+@pytest.fixture
+def image_model():
+    return AIModelFactory(model_id="openai/dall-e-3", provider="openai", model_type="image")
+
+
+@pytest.fixture
+def provider(upstream, model):
+    return get_provider(model)
+
+
+def sse(*payloads) -> bytes:
+    """Server-sent events as an upstream writes them: dicts become chat.completion.chunk JSON."""
+    out = b""
+    for payload in payloads:
+        data = payload if isinstance(payload, str) else json.dumps(payload)
+        out += b"data: " + data.encode() + b"\n\n"
+    return out
+
+
+def delta(text: str) -> dict:
+    return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}}]}
+
+
+def finish() -> dict:
+    return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+
+
+def texts(events) -> list[str]:
+    return [event.text for event in events if event.text]
+
+
+def test_a_plain_completion_returns_the_content_usage_and_openrouter_cost(provider, model, upstream):
+    upstream.enqueue_text("Hello there.", usage=(21, 3), cost=0.000123)
+
+    completion = provider.complete(model=model, messages=MESSAGES)
+
+    assert completion.content == "Hello there."
+    assert (completion.prompt_tokens, completion.completion_tokens) == (21, 3)
+    assert completion.cost_usd == Decimal("0.000123")
+
+
+def test_the_upstream_receives_the_model_the_messages_the_stream_flag_and_the_key(provider, model, upstream):
+    provider.complete(model=model, messages=MESSAGES)
+
+    (request,) = upstream.requests
+    assert (request["method"], request["path"]) == ("POST", "/v1/chat/completions")
+    assert request["json"]["model"] == "openai/gpt-4o-mini"
+    assert request["json"]["messages"] == MESSAGES
+    assert request["json"]["stream"] is False
+    assert request["headers"]["Authorization"] == "Bearer test-key"
+    # Only OpenRouter is asked for its usage accounting; OpenAI rejects fields it does not know.
+    assert "usage" not in request["json"]
+
+
+def test_a_completion_without_usage_is_estimated_and_has_no_cost(provider, model, upstream):
+    upstream.enqueue_text("Twelve chars", usage=None)
+
+    completion = provider.complete(model=model, messages=MESSAGES)
+
+    assert completion.prompt_tokens > 0
+    assert completion.completion_tokens == 3
+    assert completion.cost_usd is None
+
+
+def test_no_key_means_no_authorization_header(upstream, settings):
+    model = AIModelFactory(provider="openai", api_base=upstream.base_url)
+    settings.AI_API_KEY = ""
+
+    get_provider(model).complete(model=model, messages=MESSAGES)
+
+    assert "Authorization" not in upstream.requests[0]["headers"]
+
+
+def test_a_streamed_reply_yields_the_deltas_in_order_then_the_usage(provider, model, upstream):
+    upstream.enqueue_text("Hello there, friend.", chunks=["Hello", " there,", " friend."], usage=(9, 4), cost="0.5")
+
+    events = list(provider.stream(model=model, messages=MESSAGES))
+
+    assert events == [
+        StreamEvent(text="Hello"),
+        StreamEvent(text=" there,"),
+        StreamEvent(text=" friend."),
+        StreamEvent(usage=Usage(prompt_tokens=9, completion_tokens=4, cost_usd=Decimal("0.5"))),
+    ]
+    request = upstream.requests[0]["json"]
+    assert request["stream"] is True
+    assert request["stream_options"] == {"include_usage": True}
+
+
+def test_a_streamed_reply_without_usage_yields_only_text(provider, model, upstream):
+    upstream.enqueue_text("Hi.", chunks=["H", "i."], usage=None)
+
+    events = list(provider.stream(model=model, messages=MESSAGES))
+
+    assert events == [StreamEvent(text="H"), StreamEvent(text="i.")]
+
+
+def test_multibyte_characters_split_across_network_chunks_decode_exactly(provider, model, upstream):
+    text = "héllo wörld 你好 🎉"
+    body = sse(delta("héllo "), delta("wörld "), delta("你好 "), delta("🎉"), finish(), "[DONE]")
+    # Three bytes per network chunk: every multi-byte character above is cut somewhere.
+    upstream.enqueue_raw([body[i : i + 3] for i in range(0, len(body), 3)])
+
+    events = list(provider.stream(model=model, messages=MESSAGES))
+
+    assert "".join(texts(events)) == text
+    assert texts(events) == ["héllo ", "wörld ", "你好 ", "🎉"]
+
+
+def test_comment_lines_crlf_and_blank_keep_alives_are_ignored(provider, model, upstream):
+    upstream.enqueue_raw(
+        [
+            b": OPENROUTER PROCESSING\n\n",
+            b"\n\n",
+            sse(delta("One")).replace(b"\n", b"\r\n"),
+            b": OPENROUTER PROCESSING\r\n\r\n",
+            b"event: message\nid: 7\ndata: " + json.dumps(delta(" two")).encode() + b"\n\n",
+            sse(finish(), "[DONE]"),
+        ]
+    )
+
+    assert texts(provider.stream(model=model, messages=MESSAGES)) == ["One", " two"]
+
+
+def test_a_delta_is_yielded_as_soon_as_its_bytes_arrive(provider, model, upstream):
+    upstream.enqueue_text("first second", chunks=["first", " second"], delay=0.8)
+
+    started = time.monotonic()
+    events = provider.stream(model=model, messages=MESSAGES)
+    first = next(events)
+    first_at = time.monotonic() - started
+    rest = list(events)
+
+    assert first.text == "first"
+    assert first_at < 0.4
+    assert texts(rest) == [" second"]
+
+
+def test_a_reply_streamed_as_one_json_answer_still_streams(provider, model, upstream):
+    body = {"choices": [{"message": {"role": "assistant", "content": "All at once."}}], "usage": {"prompt_tokens": 5}}
+    upstream.enqueue_raw([json.dumps(body).encode()], content_type="application/json")
+
+    events = list(provider.stream(model=model, messages=MESSAGES))
+
+    assert texts(events) == ["All at once."]
+    assert events[-1].usage.prompt_tokens == 5
+
+
+def test_a_silent_upstream_times_out_quickly(provider, model, upstream, settings):
+    settings.AI_TIMEOUT = 0.3
+    settings.AI_MAX_RETRIES = 0
+    upstream.enqueue_hang(2)
+
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout, match=r"did not answer within 0\.3 s"):
+        provider.complete(model=model, messages=MESSAGES)
+
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_timeout_before_any_byte_is_retried(provider, model, upstream, settings):
+    settings.AI_TIMEOUT = 0.3
+    upstream.enqueue_hang(2)
+    upstream.enqueue_text("Second time lucky.")
+
+    events = list(provider.stream(model=model, messages=MESSAGES))
+
+    assert "".join(texts(events)) == "Second time lucky."
+    assert len(upstream.requests) == 2
+
+
+def test_a_stream_that_stalls_mid_reply_ends_with_a_timeout(provider, model, upstream, settings):
+    settings.AI_TIMEOUT = 0.3
+    upstream.enqueue_text("Hello, then nothing.", chunks=["Hello,", " then nothing."], delay=2)
+
+    events = provider.stream(model=model, messages=MESSAGES)
+    started = time.monotonic()
+    assert next(events).text == "Hello,"
+    with pytest.raises(UpstreamTimeout, match="went silent"):
+        next(events)
+
+    assert time.monotonic() - started < 1.5
+    assert len(upstream.requests) == 1
+
+
+def test_a_rate_limited_request_is_retried_and_succeeds(provider, model, upstream):
+    upstream.enqueue_status(429, headers={"Retry-After": "0"})
+    upstream.enqueue_text("Made it.")
+
+    assert provider.complete(model=model, messages=MESSAGES).content == "Made it."
+    assert len(upstream.requests) == 2
+
+
+def test_retry_after_is_honoured(provider, model, upstream):
+    upstream.enqueue_status(429, headers={"Retry-After": "0.4"})
+
+    started = time.monotonic()
+    provider.complete(model=model, messages=MESSAGES)
+
+    assert time.monotonic() - started >= 0.4
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_server_errors_are_retried_then_reported(provider, model, upstream, settings, streamed):
+    settings.AI_MAX_RETRIES = 2
+    for _ in range(3):
+        upstream.enqueue_status(500, body={"error": {"message": "The model is overloaded."}})
+
+    with pytest.raises(UpstreamError, match=r"failed \(HTTP 500\): The model is overloaded\.") as raised:
+        if streamed:
+            list(provider.stream(model=model, messages=MESSAGES))
+        else:
+            provider.complete(model=model, messages=MESSAGES)
+
+    assert type(raised.value) is UpstreamError
+    assert raised.value.status == 502
+    assert len(upstream.requests) == 3
+
+
+def test_a_refused_request_is_not_retried_and_carries_the_upstreams_message(provider, model, upstream):
+    upstream.enqueue_status(400, body={"error": {"message": "This model's maximum context length is 8192 tokens."}})
+
+    with pytest.raises(UpstreamError, match=r"refused the request \(HTTP 400\): This model's maximum context length"):
+        provider.complete(model=model, messages=MESSAGES)
+
+    assert len(upstream.requests) == 1
+
+
+def test_the_api_key_never_appears_in_an_error(provider, model, upstream):
+    upstream.enqueue_status(401, body={"error": {"message": "Incorrect API key provided: test-key."}})
+
+    with pytest.raises(UpstreamError) as raised:
+        provider.complete(model=model, messages=MESSAGES)
+
+    assert "test-key" not in raised.value.detail
+    assert "[redacted]" in raised.value.detail
+
+
+def test_malformed_json_is_an_upstream_error(provider, model, upstream):
+    upstream.enqueue_malformed()
+
+    with pytest.raises(UpstreamError, match="malformed response"):
+        provider.complete(model=model, messages=MESSAGES)
+
+    assert len(upstream.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "error_event",
+    [
+        sse({"error": {"code": 502, "message": "Provider returned error"}}),
+        b'event: error\ndata: {"error": {"message": "Provider returned error"}}\n\n',
+    ],
+    ids=["error-payload", "error-event"],
+)
+def test_an_error_mid_stream_comes_after_the_deltas_before_it(provider, model, upstream, error_event):
+    upstream.enqueue_raw([sse(delta("Partial")), sse(delta(" answer")), error_event])
+
+    events = provider.stream(model=model, messages=MESSAGES)
+
+    assert [next(events).text, next(events).text] == ["Partial", " answer"]
+    with pytest.raises(UpstreamError, match="Provider returned error"):
+        next(events)
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["response-ends", "connection-drops"])
+def test_a_stream_closed_early_yields_its_deltas_then_an_upstream_error(provider, model, upstream, cut):
+    upstream.enqueue_raw([sse(delta("Half")), sse(delta(" a reply"))], cut=cut)
+
+    events = provider.stream(model=model, messages=MESSAGES)
+
+    assert [next(events).text, next(events).text] == ["Half", " a reply"]
+    with pytest.raises(UpstreamError, match="the upstream closed the stream early"):
+        next(events)
+    # Never retried once text was yielded: the reply must not arrive twice.
+    assert len(upstream.requests) == 1
+
+
+def test_a_stream_with_a_finish_reason_may_end_without_done(provider, model, upstream):
+    upstream.enqueue_raw([sse(delta("Complete.")), sse(finish())])
+
+    assert texts(provider.stream(model=model, messages=MESSAGES)) == ["Complete."]
+
+
+def test_an_error_status_before_the_first_token_is_retried_for_streams(provider, model, upstream):
+    upstream.enqueue_status(503)
+    upstream.enqueue_text("Back again.", chunks=["Back", " again."])
+
+    assert texts(provider.stream(model=model, messages=MESSAGES)) == ["Back", " again."]
+    assert len(upstream.requests) == 2
+
+
+def test_connection_refused_is_an_upstream_error(model, refused_base_url, settings):
+    settings.AI_BASE_URL = refused_base_url
+    settings.AI_API_KEY = "test-key"
+    settings.AI_RETRY_BACKOFF = 0
+
+    with pytest.raises(UpstreamError, match=r"Could not reach the AI provider at 127\.0\.0\.1") as raised:
+        get_provider(model).complete(model=model, messages=MESSAGES)
+
+    assert type(raised.value) is UpstreamError
+    with pytest.raises(UpstreamError):
+        list(get_provider(model).stream(model=model, messages=MESSAGES))
+
+
+def test_closing_the_stream_ends_the_upstream_request(provider, model, upstream):
+    upstream.enqueue_text("x" * 40, chunks=["x"] * 40, delay=0.05)
+
+    events = provider.stream(model=model, messages=MESSAGES)
+    assert next(events).text == "x"
+    started = time.monotonic()
+    events.close()
+
+    # The whole reply would take two seconds; the stub sees the hang-up within a few chunks.
+    assert upstream.wait_for_disconnect(timeout=1.5)
+    assert time.monotonic() - started < 1.5
+    assert len(upstream.requests) == 1
+
+
+def test_an_image_comes_from_the_images_endpoint(image_model, upstream):
+    png = tiny_png()
+    upstream.enqueue_image(png, via="images")
+
+    result = get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse at dusk")
+
+    assert result.png == png
+    assert result.content_type == "image/png"
+    assert result.prompt_tokens > 0
+    request = upstream.requests[0]
+    assert request["path"] == "/v1/images/generations"
+    assert request["json"] == {
+        "model": "openai/dall-e-3",
+        "prompt": "A lighthouse at dusk",
+        "n": 1,
+        "response_format": "b64_json",
+    }
+
+
+def test_gpt_image_models_are_not_sent_a_response_format_they_reject(upstream):
+    model = AIModelFactory(model_id="gpt-image-1", provider="openai", model_type="image")
+
+    get_provider(model).generate_image(model=model, prompt="A lighthouse")
+
+    assert "response_format" not in upstream.requests[0]["json"]
+
+
+def test_an_image_given_as_a_url_is_downloaded(image_model, upstream):
+    png = tiny_png()
+    upstream.enqueue_image(png, via="url")
+
+    result = get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse")
+
+    assert result.png == png
+    assert [r["method"] for r in upstream.requests] == ["POST", "GET"]
+
+
+def test_an_image_comes_from_chat_completions_with_image_output(image_model, upstream, settings):
+    settings.AI_IMAGE_API = "chat"
+    png = tiny_png()
+    upstream.enqueue_image(png, via="chat", cost=0.04)
+
+    result = get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse")
+
+    assert result.png == png
+    assert result.cost_usd == Decimal("0.04")
+    assert result.prompt_tokens == 7
+    request = upstream.requests[0]
+    assert request["path"] == "/v1/chat/completions"
+    assert request["json"]["modalities"] == ["image", "text"]
+    assert request["json"]["messages"] == [{"role": "user", "content": "A lighthouse"}]
+
+
+def test_auto_image_api_uses_chat_for_openrouter_and_the_images_endpoint_elsewhere():
+    assert OpenAIProvider("https://openrouter.ai/api/v1", "k").is_openrouter
+    assert not OpenAIProvider("http://127.0.0.1:11434/v1", "k").is_openrouter
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": [{"b64_json": "not base64 at all!"}]},
+        {"data": []},
+        {"data": [{"revised_prompt": "no image here"}]},
+    ],
+    ids=["bad-base64", "no-data", "no-image"],
+)
+def test_a_missing_or_broken_image_is_an_upstream_error(image_model, upstream, body):
+    upstream.enqueue_status(200, body=body)
+
+    with pytest.raises(UpstreamError):
+        get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse")
+
+
+def test_a_chat_answer_without_an_image_is_an_upstream_error(image_model, upstream, settings):
+    settings.AI_IMAGE_API = "chat"
+    upstream.enqueue_text("I cannot draw.")
+
+    with pytest.raises(UpstreamError, match="returned no image"):
+        get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse")
+
+
+def test_a_data_url_keeps_its_content_type(image_model, upstream, settings):
+    settings.AI_IMAGE_API = "chat"
+    jpeg = b"\xff\xd8\xff\xe0fake-jpeg"
+    url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+    message = {"role": "assistant", "content": "", "images": [{"type": "image_url", "image_url": {"url": url}}]}
+    upstream.enqueue_status(200, body={"choices": [{"message": message}]})
+
+    result = get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse")
+
+    assert (result.png, result.content_type) == (jpeg, "image/jpeg")
+
+
+# Which adapter answers.
+
+
+def test_demo_models_always_get_the_demo_provider(settings):
+    settings.AI_API_KEY = "a-key"
+    model = AIModelFactory(provider="demo", api_base="http://127.0.0.1:9/v1")
+
+    assert isinstance(get_provider(model), DemoProvider)
+
+
+def test_without_a_key_or_an_api_base_every_model_gets_the_demo_provider(settings):
+    settings.AI_API_KEY = ""
+
+    assert isinstance(get_provider(AIModelFactory(provider="openai")), DemoProvider)
+
+
+def test_with_a_key_openai_models_go_to_ai_base_url(settings):
+    settings.AI_API_KEY = "a-key"
+    settings.AI_BASE_URL = "https://openrouter.ai/api/v1/"
+
+    provider = get_provider(AIModelFactory(provider="openai"))
+
+    assert isinstance(provider, OpenAIProvider)
+    assert (provider.base_url, provider.api_key) == ("https://openrouter.ai/api/v1", "a-key")
+
+
+def test_a_per_model_api_base_sends_the_request_to_that_base(upstream, settings):
+    with StubUpstream() as local:
+        model = AIModelFactory(provider="openai", api_base=local.base_url)
+        local.enqueue_text("From the model's own upstream.")
+
+        completion = get_provider(model).complete(model=model, messages=MESSAGES)
+
+    assert completion.content == "From the model's own upstream."
+    assert len(local.requests) == 1
+    assert upstream.requests == []
+
+
+def test_a_per_model_api_base_works_without_a_key(settings):
+    settings.AI_API_KEY = ""
+    with StubUpstream() as local:
+        model = AIModelFactory(provider="openai", api_base=local.base_url)
+
+        assert get_provider(model).complete(model=model, messages=MESSAGES).content == "Hello from the stub."

@@ -1,0 +1,1 @@
+"""Test helpers shared by every app; `chatsite.testing.upstream` is the stub OpenAI-compatible upstream."""
