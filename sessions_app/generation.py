@@ -98,14 +98,18 @@ def _flush(reply_pk: int, content: str) -> bool:
     return bool(ChatMessage.objects.filter(pk=reply_pk, status=ChatMessage.Status.GENERATING).update(content=content))
 
 
-def _store_image(session_pk: int, png: bytes) -> str:
-    name = default_storage.save(f"generated/{session_pk}/{time.time_ns():x}.png", ContentFile(png))
+IMAGE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+
+
+def _store_image(session_pk: int, data: bytes, content_type: str) -> str:
+    extension = IMAGE_EXTENSIONS.get(content_type, "png")
+    name = default_storage.save(f"generated/{session_pk}/{time.time_ns():x}.{extension}", ContentFile(data))
     return default_storage.url(name)
 
 
 def _run_image(job: ReplyJob, generation: Generation) -> tuple[str, Usage]:
     image = get_provider(job.model).generate_image(model=job.model, prompt=job.prompt)
-    generation.image_url = _store_image(job.session_pk, image.png)
+    generation.image_url = _store_image(job.session_pk, image.png, image.content_type)
     return generation.image_url, Usage(image.prompt_tokens, 0, image.cost_usd)
 
 

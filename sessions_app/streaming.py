@@ -99,6 +99,9 @@ def reply_events(reply_pk: int, offset: int = 0) -> Iterator[bytes]:
     usage = _usage_data(reply_pk)
     if usage is not None:
         yield sse("usage", usage, end)
+    if reply.status == ChatMessage.Status.PARTIAL and reply.error_code:
+        # The upstream failed after some text: that text is kept, and the client learns why it ends there.
+        yield sse("error", {"detail": reply.error_detail, "code": reply.error_code, "partial": True}, end)
     title = ChatSession.objects.filter(pk=reply.session_id).values_list("title", flat=True).first()
     yield sse("done", {"status": reply.status, "title": title}, end)
 

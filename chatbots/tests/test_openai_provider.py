@@ -485,3 +485,13 @@ def test_a_per_model_api_base_works_without_a_key(settings):
         model = AIModelFactory(provider="openai", api_base=local.base_url)
 
         assert get_provider(model).complete(model=model, messages=MESSAGES).content == "Hello from the stub."
+
+
+def test_the_api_key_is_not_sent_to_a_model_on_another_host(settings, upstream):
+    settings.AI_BASE_URL = "https://openrouter.ai/api/v1"
+    settings.AI_API_KEY = "secret-key"
+    model = AIModelFactory(provider="openai", api_base=upstream.base_url)
+
+    get_provider(model).complete(model=model, messages=[{"role": "user", "content": "hi"}])
+
+    assert "Authorization" not in upstream.requests[-1]["headers"]

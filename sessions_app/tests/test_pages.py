@@ -398,8 +398,8 @@ def test_chat_list_query_count(owner_client, user, chatbot, ai_model, django_ass
     ChatSessionFactory.create_batch(100, user=user, chatbot=chatbot, ai_model=ai_model)
     AIModelFactory.create_batch(5)
 
-    # session, user, chat sessions joined to chatbot and model, chatbots, models
-    with django_assert_max_num_queries(5):
+    # session, user, chat sessions joined to chatbot and model, chatbots, models, the demo banner
+    with django_assert_max_num_queries(6):
         response = owner_client.get("/chat/")
     assert response.status_code == 200
     assert _body(response).count('class="session-title"') == 100
@@ -408,8 +408,9 @@ def test_chat_list_query_count(owner_client, user, chatbot, ai_model, django_ass
 def test_conversation_query_count(owner_client, chat_session, django_assert_max_num_queries):
     ChatMessageFactory.create_batch(200, session=chat_session)
 
-    # session, user, the chat session joined to chatbot and model, messages joined to their model
-    with django_assert_max_num_queries(4):
+    # session, user, the chat session joined to chatbot and model, messages joined to their model,
+    # the demo banner
+    with django_assert_max_num_queries(5):
         response = owner_client.get(f"/chat/{chat_session.pk}/")
     assert response.status_code == 200
     assert _body(response).count('class="message message-') == 200
