@@ -73,7 +73,7 @@ def test_without_a_reported_cost_the_models_prices_apply(api_client, session, up
 
     send(api_client, session)
 
-    # 1000 × $1/M + 500 × $2/M
+    # 1000 x $1/M + 500 x $2/M
     assert UsageEvent.objects.get().cost_usd == Decimal("0.002")
 
 
