@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-requirements
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run test lint migrate clean
+.PHONY: setup run serve test lint migrate clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ run: migrate
 	@echo "Create a staff user for /admin/ with:  DEBUG=1 $(BIN)/python manage.py createsuperuser"
 	@echo
 	DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# Production-like: gunicorn with gthread workers (gunicorn.conf.py), static files from whitenoise.
+serve: migrate
+	DEBUG=1 $(BIN)/python manage.py seed_demo
+	@echo "chatsite (gunicorn, gthread) on http://$(HOST):$(PORT)/"
+	DEBUG=1 GUNICORN_BIND=$(HOST):$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py chatsite.wsgi
 
 lint: setup
 	$(BIN)/ruff check .
