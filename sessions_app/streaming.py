@@ -74,7 +74,7 @@ def _usage_data(reply_pk: int) -> dict | None:
         "prompt_tokens": event.prompt_tokens,
         "completion_tokens": event.completion_tokens,
         "billed_tokens": event.billed_tokens,
-        "cost_usd": str(event.cost_usd),
+        "cost_usd": format(event.cost_usd, "f"),
         "state": event.state,
     }
 

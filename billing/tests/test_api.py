@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from billing.models import UsageEvent, UserSubscription
 from billing.tests.factories import SubscriptionTypeFactory, UsageEventFactory, UserSubscriptionFactory
+from chatbots.tests.factories import AIModelFactory
 from chatsite.tests.shapes import SESSION_USAGE_KEYS, SUBSCRIPTION_KEYS, SUBSCRIPTION_TYPE_KEYS
 from sessions_app.tests.factories import ChatSessionFactory
 
@@ -117,3 +118,28 @@ def test_debug_model_usage_with_unknown_model_is_400(staff_client):
 
     assert response.status_code == 400
     assert response.json()["code"] == "unknown_model"
+
+
+def test_debug_model_usage_makes_a_real_upstream_call(staff_client, staff, upstream):
+    AIModelFactory(model_id="vendor/chat", provider="openai")
+    upstream.enqueue_text("Test received.", usage=(21, 4), cost="0.00005")
+
+    body = staff_client.post("/api/debug/test-model-usage/?model_name=vendor/chat").json()
+
+    assert body["response"] == "Test received."
+    assert body["usage_recorded"]["tokens"] == 25
+    assert body["usage_recorded"]["cost"] == 0.00005
+    assert upstream.requests[-1]["json"]["model"] == "vendor/chat"
+    assert UsageEvent.objects.get(pk=body["usage_recorded"]["usage_id"]).state == UsageEvent.State.SETTLED
+
+
+def test_debug_model_usage_reports_an_upstream_failure_and_charges_nothing(staff_client, upstream, settings):
+    settings.AI_MAX_RETRIES = 0
+    AIModelFactory(model_id="vendor/chat", provider="openai")
+    upstream.enqueue_status(500)
+
+    response = staff_client.post("/api/debug/test-model-usage/?model_name=vendor/chat")
+
+    assert response.status_code == 502
+    assert response.json()["code"] == "upstream_error"
+    assert UsageEvent.objects.get().state == UsageEvent.State.RELEASED

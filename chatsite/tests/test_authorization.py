@@ -67,6 +67,8 @@ OWNED = (
     Endpoint("GET", "/api/chat-sessions/{session}/export/?format=json"),
     Endpoint("GET", "/api/chat-sessions/{session}/export/?format=markdown"),
     Endpoint("GET", "/api/chat-session-usages/{usage}/"),
+    Endpoint("POST", "/api/chat-sessions/{session}/stop/"),
+    Endpoint("GET", "/api/chat-sessions/{session}/messages/{answer}/stream/"),
 )
 
 STAFF_ONLY = (
@@ -109,7 +111,7 @@ def anon_csrf_client(db):
 def ids(user, chat_session, chatbot, ai_model):
     """The owner's chat with one question and its answer, plus its usage row."""
     question = ChatMessageFactory(session=chat_session, content="What is the capital of France?")
-    ChatMessageFactory(
+    answer = ChatMessageFactory(
         session=chat_session, message_type=ChatMessage.Type.ASSISTANT, content="Paris.", ai_model=ai_model
     )
     usage = ChatSessionUsage.objects.create(user=user, session=chat_session, tokens_count=42)
@@ -118,6 +120,7 @@ def ids(user, chat_session, chatbot, ai_model):
         "model": ai_model.pk,
         "session": chat_session.pk,
         "message": question.message_id,
+        "answer": answer.message_id,
         "usage": usage.pk,
         "user": user.pk,
     }
