@@ -22,7 +22,7 @@ from billing.models import UsageEvent
 from billing.services import usage_release, usage_settle
 from chatbots.models import AIModel
 from chatbots.providers import get_provider
-from chatbots.providers.base import Message, Usage, estimate_tokens
+from chatbots.providers.base import Cancel, Message, Usage, estimate_tokens
 from chatsite.errors import ChatsiteError, UpstreamError
 from sessions_app.models import ChatMessage, ChatSession
 from sessions_app.titles import title_auto
@@ -41,7 +41,8 @@ class Generation:
         self.content = ""
         self.image_url = ""
         self.finished = False
-        self.stop_requested = threading.Event()
+        # Stop: ends the upstream call, even one blocked waiting for the next byte.
+        self.cancel = Cancel()
         self._changed = threading.Condition()
 
     def append(self, text: str) -> None:
@@ -73,11 +74,14 @@ def generation_live(message_pk: int) -> Generation | None:
 def _register(generation: Generation) -> None:
     with _live_lock:
         _live[generation.message_pk] = generation
+    _stop_watcher_ensure()
 
 
 def _unregister(generation: Generation) -> None:
     with _live_lock:
         _live.pop(generation.message_pk, None)
+        if not _live:
+            _watcher_wakeup.set()
 
 
 @dataclass(frozen=True)
@@ -117,24 +121,28 @@ def _run_text(job: ReplyJob, generation: Generation) -> tuple[Usage | None, bool
     """Stream the reply into `generation`; return the reported usage and whether it was stopped."""
     usage = None
     last_flush = time.monotonic()
-    stream = get_provider(job.model).stream(model=job.model, messages=job.messages)
+    stream = get_provider(job.model).stream(model=job.model, messages=job.messages, cancel=generation.cancel)
     try:
         for event in stream:
             if event.usage is not None:
                 usage = event.usage
             if event.text:
                 generation.append(event.text)
-            if generation.stop_requested.is_set():
+            if generation.cancel.cancelled:
                 return usage, True
             if time.monotonic() - last_flush >= FLUSH_INTERVAL:
                 last_flush = time.monotonic()
                 if not _flush(job.reply_pk, generation.content):
                     return usage, True
+    except UpstreamError:
+        if generation.cancel.cancelled:
+            return usage, True  # the hang-up of a stop, not a failure
+        raise
     finally:
         close = getattr(stream, "close", None)
         if close is not None:
             close()
-    return usage, False
+    return usage, generation.cancel.cancelled
 
 
 def reply_run(job: ReplyJob, generation: Generation) -> None:
@@ -245,5 +253,47 @@ def reply_stop_local(message_pk: int) -> bool:
     generation = generation_live(message_pk)
     if generation is None:
         return False
-    generation.stop_requested.set()
+    generation.cancel.cancel()
     return True
+
+
+# Stops made on other servers only reach the database; while this process runs
+# replies, one thread looks there for them, so even a reply waiting on a silent
+# upstream stops within STOP_POLL_SECONDS.
+STOP_POLL_SECONDS = 0.5
+_watcher: threading.Thread | None = None
+_watcher_wakeup = threading.Event()
+
+
+def _stop_watcher_ensure() -> None:
+    global _watcher
+    with _live_lock:
+        if _watcher is not None:
+            return
+        _watcher = threading.Thread(target=_stop_watch, name="reply-stop-watcher", daemon=True)
+        _watcher.start()
+
+
+def _stop_watch() -> None:
+    global _watcher
+    try:
+        while True:
+            _watcher_wakeup.wait(STOP_POLL_SECONDS)
+            with _live_lock:
+                _watcher_wakeup.clear()
+                if not _live:
+                    _watcher = None  # the next reply starts another
+                    return
+                running = {pk: g for pk, g in _live.items() if not g.cancel.cancelled}
+            if not running:
+                continue
+            stopped = ChatMessage.objects.filter(pk__in=running, status=ChatMessage.Status.STOPPED)
+            for pk in stopped.values_list("pk", flat=True):
+                running[pk].cancel.cancel()
+    except Exception:
+        logger.exception("the stop watcher failed; stops from other servers wait for the next chunk")
+        with _live_lock:
+            _watcher = None
+    finally:
+        for connection in connections.all(initialized_only=True):
+            connection.close()

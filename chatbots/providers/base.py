@@ -1,7 +1,8 @@
 """The interface every upstream adapter offers, and the values it returns."""
 
 import math
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -52,12 +53,37 @@ class ImageResult:
     content_type: str = "image/png"
 
 
+class Cancel:
+    """Lets another thread end a call that is blocked waiting on the upstream."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hooks: list[Callable[[], None]] = []
+        self.cancelled = False
+
+    def on_cancel(self, hook: Callable[[], None]) -> None:
+        """Run `hook` when the call is cancelled (at once if it already was)."""
+        with self._lock:
+            if not self.cancelled:
+                self._hooks.append(hook)
+                return
+        hook()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            hook()
+
+
 class Provider:
     """What every upstream adapter offers.
 
     Adapters raise chatsite.errors.UpstreamError (or UpstreamTimeout) for every
     failure, also from inside a stream's iteration. `stream` returns an iterator
-    whose `close()` releases the upstream connection, ending the call.
+    whose `close()` releases the upstream connection, ending the call; `cancel`
+    ends it from another thread, even while a read is blocked.
     """
 
     name = "base"
@@ -65,7 +91,7 @@ class Provider:
     def complete(self, *, model, messages: list[Message]) -> Completion:
         raise NotImplementedError
 
-    def stream(self, *, model, messages: list[Message]) -> Iterator[StreamEvent]:
+    def stream(self, *, model, messages: list[Message], cancel: Cancel | None = None) -> Iterator[StreamEvent]:
         raise NotImplementedError
 
     def generate_image(self, *, model, prompt: str) -> ImageResult:

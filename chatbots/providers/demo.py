@@ -11,6 +11,7 @@ from django.conf import settings
 from PIL import Image, ImageDraw
 
 from chatbots.providers.base import (
+    Cancel,
     Completion,
     ImageResult,
     Message,
@@ -46,13 +47,15 @@ class DemoProvider(Provider):
             completion_tokens=estimate_tokens(content),
         )
 
-    def stream(self, *, model, messages: list[Message]) -> Iterator[StreamEvent]:
+    def stream(self, *, model, messages: list[Message], cancel: Cancel | None = None) -> Iterator[StreamEvent]:
         content = demo_reply(messages)
         delay = settings.DEMO_STREAM_DELAY
         # Word by word, like a model's tokens, paced so the streaming is visible.
         for piece in re.findall(r"\S+\s*|\s+", content):
             if delay:
                 time.sleep(delay)
+            if cancel is not None and cancel.cancelled:
+                return
             yield StreamEvent(text=piece)
         yield StreamEvent(usage=Usage(estimate_prompt_tokens(messages), estimate_tokens(content)))
 

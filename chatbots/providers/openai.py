@@ -2,8 +2,10 @@
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
@@ -16,6 +18,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
 from chatbots.providers.base import (
+    Cancel,
     Completion,
     ImageResult,
     Message,
@@ -68,7 +71,7 @@ class OpenAIProvider(Provider):
             cost_usd=usage.cost_usd,
         )
 
-    def stream(self, *, model, messages: list[Message]) -> Iterator[StreamEvent]:
+    def stream(self, *, model, messages: list[Message], cancel: Cancel | None = None) -> Iterator[StreamEvent]:
         """Yield each piece of text as soon as it arrives, then the usage; `close()` hangs up on the upstream."""
         payload = {
             "model": model.model_id,
@@ -78,6 +81,8 @@ class OpenAIProvider(Provider):
             **self._extra_body(),
         }
         response = self._send("POST", "/chat/completions", payload=payload, stream=True)
+        if cancel is not None:
+            cancel.on_cancel(lambda: _hang_up(response))
         try:
             if response.headers.get("Content-Type", "").startswith("application/json"):
                 # The upstream ignored "stream": true and answered in one piece.
@@ -405,6 +410,14 @@ class OpenAIProvider(Provider):
         if self.api_key and len(self.api_key) >= 4:
             detail = detail.replace(self.api_key, "[redacted]")
         return (UpstreamTimeout if timeout else UpstreamError)(detail)
+
+
+def _hang_up(response: requests.Response) -> None:
+    """End a response from any thread: shutting the socket down wakes a read blocked on it."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _message_content(choice: dict[str, Any]) -> str:

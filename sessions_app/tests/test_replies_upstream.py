@@ -2,6 +2,8 @@
 
 import io
 import json
+import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -10,6 +12,7 @@ from PIL import Image
 from billing.models import UsageEvent
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
 from chatsite.testing.sse import events_only, parse_events
+from sessions_app.generation import generation_live
 from sessions_app.models import ChatMessage
 from sessions_app.tests.factories import ChatSessionFactory
 
@@ -297,3 +300,52 @@ def test_stop_ends_the_upstream_call(api_client, session, upstream):
     reply = ChatMessage.objects.get(message_type="assistant")
     assert reply.status == ChatMessage.Status.STOPPED
     assert 0 < len(reply.content) < len("word " * 200)
+
+
+def _consume_in_background(response):
+    """Read the event stream in a thread; return the thread and the events it collects."""
+    collected = []
+
+    def read():
+        collected.extend(events_only(parse_events(response.streaming_content)))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    return reader, collected
+
+
+SILENT_AFTER_ONE_CHUNK = [
+    b'data: {"choices":[{"index":0,"delta":{"content":"Thinking about it"}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{"content":" at length"}}]}\n\ndata: [DONE]\n\n',
+]
+
+
+@pytest.mark.parametrize("where", ["this server", "another server"])
+def test_stop_ends_a_reply_whose_upstream_went_silent(api_client, session, upstream, where):
+    # The second chunk would come 30 s later: only a stop that hangs up ends the wait.
+    upstream.enqueue_raw(SILENT_AFTER_ONE_CHUNK, delay=30)
+    reader, events = _consume_in_background(send(api_client, session, stream=True))
+    wait_for(lambda: ChatMessage.objects.filter(message_type="assistant").exists())
+    reply = ChatMessage.objects.get(message_type="assistant")
+    wait_for(lambda: generation_live(reply.pk) is not None and generation_live(reply.pk).content)
+
+    if where == "this server":
+        api_client.post(f"/api/chat-sessions/{session.pk}/stop/")
+    else:
+        # What another server's stop does: only the database knows.
+        ChatMessage.objects.filter(pk=reply.pk).update(status=ChatMessage.Status.STOPPED)
+    reader.join(timeout=10)
+
+    assert not reader.is_alive()
+    assert events[-1].event == "done" and events[-1].data["status"] == "stopped"
+    reply.refresh_from_db()
+    assert reply.status == ChatMessage.Status.STOPPED
+    assert reply.content == "Thinking about it"
+    assert UsageEvent.objects.get().state == UsageEvent.State.SETTLED
+
+
+def wait_for(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
