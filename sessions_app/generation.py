@@ -99,7 +99,11 @@ class ReplyJob:
 
 def _flush(reply_pk: int, content: str) -> bool:
     """Save the text so far; False if the reply is no longer generating (stopped elsewhere)."""
-    return bool(ChatMessage.objects.filter(pk=reply_pk, status=ChatMessage.Status.GENERATING).update(content=content))
+    return bool(
+        ChatMessage.objects.filter(pk=reply_pk, status=ChatMessage.Status.GENERATING).update(
+            content=content, updated_at=timezone.now()
+        )
+    )
 
 
 IMAGE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
@@ -172,6 +176,18 @@ def reply_run(job: ReplyJob, generation: Generation) -> None:
         _unregister(generation)
 
 
+FINISH_FIELDS = [
+    "content",
+    "image_url",
+    "tokens_count",
+    "status",
+    "disabled",
+    "error_code",
+    "error_detail",
+    "updated_at",
+]
+
+
 @transaction.atomic
 def _reply_finish(
     job: ReplyJob, generation: Generation, *, usage: Usage | None, stopped: bool, error: ChatsiteError | None
@@ -211,9 +227,7 @@ def _reply_finish(
         reply.error_code, reply.error_detail = error.code, str(error.detail)[:300]
     reply.content = job.prompt if job.is_image and produced else content
     reply.image_url = generation.image_url
-    reply.save(
-        update_fields=["content", "image_url", "tokens_count", "status", "disabled", "error_code", "error_detail"]
-    )
+    reply.save(update_fields=FINISH_FIELDS)
     ChatSession.objects.filter(pk=job.session_pk).update(updated_at=timezone.now())
 
 

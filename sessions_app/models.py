@@ -52,6 +52,8 @@ class ChatMessage(models.Model):
     tokens_count = models.PositiveIntegerField(default=0)
     image_url = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Last write; a reply still "generating" long after it has been abandoned by a dead process.
+    updated_at = models.DateTimeField(auto_now=True)
     edited_at = models.DateTimeField(null=True, blank=True)
     disabled = models.BooleanField(default=False)
     ai_model = models.ForeignKey(AIModel, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")

@@ -2,7 +2,9 @@ from datetime import UTC, datetime, timedelta
 from io import StringIO
 
 import pytest
+import time_machine
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from sessions_app.models import ChatSession
 from sessions_app.tests.factories import ChatMessageFactory, ChatSessionFactory
@@ -57,3 +59,32 @@ def test_cleanup_empty_chats_dry_run_deletes_nothing(user):
 def test_cleanup_empty_chats_refuses_a_negative_age():
     with pytest.raises(CommandError):
         _cleanup("--older-than", "-5")
+
+
+def test_reap_stale_replies_ends_abandoned_replies_and_settles_their_usage(user, chat_session, ai_model):
+    from billing.models import UsageEvent
+    from billing.services import usage_reserve
+    from sessions_app.models import ChatMessage
+
+    with time_machine.travel(timezone.now() - timedelta(minutes=30), tick=False):
+        half = ChatMessage.objects.create(
+            session=chat_session, message_type="assistant", status="generating", content="Half an answer"
+        )
+        empty = ChatMessage.objects.create(session=chat_session, message_type="assistant", status="generating")
+        for reply in (half, empty):
+            usage_reserve(user=user, session=chat_session, ai_model=ai_model, message=reply, prompt_tokens=10)
+    fresh = ChatMessage.objects.create(session=chat_session, message_type="assistant", status="generating")
+
+    out = StringIO()
+    call_command("reap_stale_replies", "--older-than", "15", stdout=out)
+
+    assert "Ended 2 abandoned replies" in out.getvalue()
+    half.refresh_from_db()
+    empty.refresh_from_db()
+    fresh.refresh_from_db()
+    assert (half.status, half.content, half.error_code) == ("partial", "Half an answer", "interrupted")
+    assert (empty.status, empty.disabled) == ("failed", True)
+    assert fresh.status == "generating"
+    assert UsageEvent.objects.get(message=half).state == "settled"
+    assert UsageEvent.objects.get(message=half).completion_tokens == 4
+    assert UsageEvent.objects.get(message=empty).state == "released"
