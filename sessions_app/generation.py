@@ -192,30 +192,30 @@ FINISH_FIELDS = [
 def _reply_finish(
     job: ReplyJob, generation: Generation, *, usage: Usage | None, stopped: bool, error: ChatsiteError | None
 ) -> None:
-    reply = ChatMessage.objects.select_for_update().get(pk=job.reply_pk)
+    reply = ChatMessage.objects.select_for_update().filter(pk=job.reply_pk).first()
     event = UsageEvent.objects.select_related("ai_model").get(pk=job.event_pk)
     content = generation.content
     produced = bool(content) or bool(generation.image_url)
-    if reply.status == ChatMessage.Status.STOPPED:
-        stopped = True  # stopped from another server while this one ran
+    if reply is None or reply.status == ChatMessage.Status.STOPPED:
+        stopped = True  # stopped from another server, or the chat was deleted, while this one ran
 
     if error is not None and not produced:
         # Nothing arrived: charge nothing; keep the user's message, mark this reply failed.
         usage_release(event=event)
+        if reply is None:
+            return
         reply.status = ChatMessage.Status.FAILED
         reply.disabled = True
     else:
-        if usage is None or error is not None or stopped:
-            # Only what was produced is charged; the upstream's count may be missing or cover more.
-            completion = estimate_tokens(content) if not job.is_image else 0
-            prompt = usage.prompt_tokens if usage is not None else event.prompt_tokens
-            usage = Usage(prompt, min(completion, usage.completion_tokens) if usage else completion, None)
+        usage = _usage_produced(job, event, usage, content, partial=error is not None or stopped)
         usage_settle(
             event=event,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cost_usd=usage.cost_usd,
         )
+        if reply is None:
+            return  # the chat is gone; what the upstream produced is still charged, once
         reply.tokens_count = usage.completion_tokens
         if stopped:
             reply.status = ChatMessage.Status.STOPPED
@@ -229,6 +229,17 @@ def _reply_finish(
     reply.image_url = generation.image_url
     reply.save(update_fields=FINISH_FIELDS)
     ChatSession.objects.filter(pk=job.session_pk).update(updated_at=timezone.now())
+
+
+def _usage_produced(job: ReplyJob, event: UsageEvent, usage: Usage | None, content: str, *, partial: bool) -> Usage:
+    """What to charge: the upstream's report, unless the reply was cut short or it reported nothing."""
+    if usage is not None and not partial:
+        return usage
+    # Only what was produced is charged; the upstream's count may be missing or cover more.
+    completion = estimate_tokens(content) if not job.is_image else 0
+    if usage is None:
+        return Usage(event.prompt_tokens, completion, None)
+    return Usage(usage.prompt_tokens, min(completion, usage.completion_tokens), None)
 
 
 def reply_run_in_background(job: ReplyJob, generation: Generation) -> threading.Thread:

@@ -7,6 +7,7 @@ import time
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from PIL import Image
 
 from billing.models import UsageEvent
@@ -307,7 +308,10 @@ def _consume_in_background(response):
     collected = []
 
     def read():
-        collected.extend(events_only(parse_events(response.streaming_content)))
+        try:
+            collected.extend(events_only(parse_events(response.streaming_content)))
+        finally:
+            connection.close()  # the stream's last events read the database from this thread
 
     reader = threading.Thread(target=read)
     reader.start()

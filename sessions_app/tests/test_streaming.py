@@ -351,3 +351,22 @@ def test_the_same_key_in_another_chat_is_a_new_send(api_client, chat_session, us
         )
         assert response.status_code == 201
     assert UsageEvent.objects.count() == 2
+
+
+def test_deleting_a_chat_while_its_reply_streams_still_charges_what_was_produced(api_client, chat_session, settings):
+    settings.DEMO_STREAM_DELAY = 0.02
+    response = stream_send(api_client, chat_session, "delete me midway")
+    items = parse_events(response.streaming_content)
+    for item in items:
+        if isinstance(item, Event) and item.event == "delta":
+            break
+    reply_pk = ChatMessage.objects.get(message_type="assistant").pk
+
+    assert api_client.delete(f"/api/chat-sessions/{chat_session.pk}/").status_code == 200
+    response.close()
+    reply_wait(reply_pk=reply_pk)
+
+    event = UsageEvent.objects.get()
+    assert event.session_id is None and event.message_id is None
+    assert event.state == UsageEvent.State.SETTLED
+    assert event.completion_tokens > 0
