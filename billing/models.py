@@ -154,3 +154,36 @@ class ChatSessionUsage(models.Model):
 
     def __str__(self) -> str:
         return f"session usage #{self.pk}"
+
+
+class UsageBucket(models.Model):
+    """One user's usage of one class in one UTC hour: what quota windows add up.
+
+    Kept in step with the ledger in the same transactions, so a window's sum reads
+    at most one row per hour and class, however long the ledger grows. Only the
+    window's partial first hour is read from the ledger itself.
+    """
+
+    class Klass(models.TextChoices):
+        PAID = "paid", "Paid-model messages"
+        FREE = "free", "Free-model messages"
+        IMAGE = "image", "Images"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_buckets", db_index=False
+    )
+    hour = models.DateTimeField(help_text="Start of the UTC hour.")
+    klass = models.CharField(max_length=5, choices=Klass.choices)
+    messages = models.IntegerField(default=0)
+    tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=16, decimal_places=8, default=Decimal("0"))
+
+    class Meta:
+        ordering = ["-hour"]
+        constraints = [
+            # Also the index that window sums scan: (user, hour) ranges.
+            models.UniqueConstraint(fields=["user", "hour", "klass"], name="usage_bucket_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.klass} usage at {self.hour:%Y-%m-%d %H:00}"

@@ -4,12 +4,14 @@ import math
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing.models import ChatSessionUsage, SubscriptionType, UsageEvent, UserSubscription
-from chatsite.errors import NoSubscription
+from billing.models import ChatSessionUsage, SubscriptionType, UsageBucket, UsageEvent, UserSubscription
+from billing.quotas import FREE, Refusal, Usage, event_class, floor_hour, quota_check, tightest
+from chatsite.errors import NoSubscription, QuotaExceeded
 
 
 @transaction.atomic
@@ -38,18 +40,28 @@ def subscription_extend(*, subscription: UserSubscription, days: int) -> UserSub
 def subscription_current(*, user) -> UserSubscription:
     """Return the user's current subscription, starting a default-tier period when none is current."""
     now = timezone.now()
-    current = (
+    current = _current(user, now)
+    if current is not None:
+        return current
+    with transaction.atomic():
+        # Lock the user so two first requests do not both start a period.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        current = _current(user, now)
+        if current is not None:
+            return current
+        default = SubscriptionType.objects.filter(is_default=True, is_active=True).first()
+        if default is None:
+            raise NoSubscription("You have no active subscription and there is no default tier.")
+        return subscription_assign(user=user, subscription_type=default, start=now)
+
+
+def _current(user, now: datetime) -> UserSubscription | None:
+    return (
         UserSubscription.objects.select_related("subscription_type")
         .filter(user=user, is_active=True, start_date__lte=now, end_date__gt=now)
         .order_by("-start_date", "-id")
         .first()
     )
-    if current is not None:
-        return current
-    default = SubscriptionType.objects.filter(is_default=True, is_active=True).first()
-    if default is None:
-        raise NoSubscription("You have no active subscription and there is no default tier.")
-    return subscription_assign(user=user, subscription_type=default, start=now)
 
 
 def subscriptions_expire(*, now: datetime | None = None) -> int:
@@ -65,13 +77,29 @@ def billed_tokens(*, prompt_tokens: int, completion_tokens: int, multiplier: Dec
 def usage_reserve(
     *, user, session, ai_model, kind: str = UsageEvent.Kind.MESSAGE, prompt_tokens: int = 0, message=None
 ) -> UsageEvent:
-    """Reserve one message (or image) and its estimated prompt tokens before the upstream is called."""
+    """Reserve one message (or image) and its estimated prompt tokens, or raise QuotaExceeded.
+
+    The event returned carries `headroom`, the tightest limit left after it.
+    """
     with transaction.atomic():
-        subscription = subscription_current(user=user)
-        # Lock the subscription row so concurrent reservations of one user queue here,
-        # across processes and servers, and each sees the ledger the previous one left.
-        UserSubscription.objects.select_for_update().filter(pk=subscription.pk).first()
-        return UsageEvent.objects.create(
+        current = subscription_current(user=user)
+        # Lock the subscription row: concurrent reservations of one user, from any process
+        # or server, queue here, and each one checks the usage the previous one committed.
+        subscription = (
+            UserSubscription.objects.select_for_update().select_related("subscription_type").get(pk=current.pk)
+        )
+        tier = subscription.subscription_type
+        now = timezone.now()
+        klass = event_class(kind=kind, is_free_model=ai_model.is_free)
+        tokens = billed_tokens(
+            prompt_tokens=prompt_tokens, completion_tokens=0, multiplier=ai_model.token_cost_multiplier
+        )
+        cost = ai_model.price_usd(prompt_tokens, 0) if klass != FREE else Decimal(0)
+        usage = Usage(subscription, now).load()
+        refusal = quota_check(usage=usage, tier=tier, klass=klass, tokens=tokens, cost=cost)
+        if refusal is not None:
+            raise _quota_exceeded(refusal)
+        event = UsageEvent.objects.create(
             user=user,
             session=session,
             message=message,
@@ -79,11 +107,52 @@ def usage_reserve(
             kind=kind,
             is_free_model=ai_model.is_free,
             prompt_tokens=prompt_tokens,
-            billed_tokens=billed_tokens(
-                prompt_tokens=prompt_tokens, completion_tokens=0, multiplier=ai_model.token_cost_multiplier
-            ),
+            billed_tokens=tokens,
             state=UsageEvent.State.RESERVED,
+            created_at=now,
         )
+        _bucket_add(user_id=user.pk, hour=floor_hour(now), klass=klass, messages=1, tokens=tokens)
+        usage.add(klass=klass, messages=1, tokens=tokens)
+        event.headroom = tightest(usage=usage, tier=tier, klass=klass)
+        return event
+
+
+def _quota_exceeded(refusal: Refusal) -> QuotaExceeded:
+    limit = refusal.limit
+    when = refusal.resets_at.strftime("%Y-%m-%d %H:%M UTC") if refusal.resets_at else "later"
+    label = limit.name.replace("_", " ")
+    error = QuotaExceeded(
+        f"You have reached a usage limit ({label}: {refusal.used} of {refusal.limit_value}). It resets at {when}.",
+        limit=limit.name,
+        limit_value=_json_number(refusal.limit_value),
+        used=_json_number(refusal.used),
+        resets_at=refusal.resets_at.isoformat().replace("+00:00", "Z") if refusal.resets_at else None,
+    )
+    error.headers["Retry-After"] = str(refusal.retry_after)
+    return error
+
+
+def _json_number(value):
+    return str(value) if isinstance(value, Decimal) else value
+
+
+def _bucket_add(*, user_id: int, hour: datetime, klass: str, messages: int = 0, tokens: int = 0, cost=0) -> None:
+    changed = UsageBucket.objects.filter(user_id=user_id, hour=hour, klass=klass).update(
+        messages=F("messages") + messages, tokens=F("tokens") + tokens, cost_usd=F("cost_usd") + cost
+    )
+    if not changed:
+        # Only reservations create buckets, under the subscription lock: no race here.
+        UsageBucket.objects.create(
+            user_id=user_id, hour=hour, klass=klass, messages=messages, tokens=tokens, cost_usd=cost
+        )
+
+
+def _event_bucket(event: UsageEvent) -> dict:
+    return {
+        "user_id": event.user_id,
+        "hour": floor_hour(event.created_at),
+        "klass": event_class(kind=event.kind, is_free_model=event.is_free_model),
+    }
 
 
 @transaction.atomic
@@ -91,6 +160,10 @@ def usage_settle(
     *, event: UsageEvent, prompt_tokens: int, completion_tokens: int, cost_usd: Decimal | None = None
 ) -> UsageEvent:
     """Charge the real token counts and cost of a reply against its reservation."""
+    event = UsageEvent.objects.select_for_update(of=("self",)).select_related("ai_model").get(pk=event.pk)
+    if event.state != UsageEvent.State.RESERVED:
+        return event  # settled or released already: never charge twice
+    event.billed_tokens_reserved, event.cost_usd_reserved = event.billed_tokens, event.cost_usd
     model = event.ai_model
     multiplier = model.token_cost_multiplier if model else Decimal(1)
     event.prompt_tokens = prompt_tokens
@@ -100,16 +173,25 @@ def usage_settle(
     )
     if cost_usd is None:
         cost_usd = model.price_usd(prompt_tokens, completion_tokens) if model else Decimal(0)
+    reserved_tokens, reserved_cost = event.billed_tokens_reserved, event.cost_usd_reserved
     event.cost_usd = cost_usd
     event.state = UsageEvent.State.SETTLED
     event.save(update_fields=["prompt_tokens", "completion_tokens", "billed_tokens", "cost_usd", "state"])
+    _bucket_add(
+        **_event_bucket(event), tokens=event.billed_tokens - reserved_tokens, cost=event.cost_usd - reserved_cost
+    )
     if event.session_id:
         _session_usage_add(event)
     return event
 
 
+@transaction.atomic
 def usage_release(*, event: UsageEvent) -> UsageEvent:
     """Give a reservation back: the upstream produced nothing, so nothing is charged."""
+    event = UsageEvent.objects.select_for_update().get(pk=event.pk)
+    if event.state != UsageEvent.State.RESERVED:
+        return event
+    _bucket_add(**_event_bucket(event), messages=-1, tokens=-event.billed_tokens, cost=-event.cost_usd)
     event.state = UsageEvent.State.RELEASED
     event.billed_tokens = 0
     event.cost_usd = Decimal(0)

@@ -261,9 +261,10 @@ def test_account_page_query_count(client, user, default_tier, django_assert_max_
     client.force_login(user)
     client.get("/account/")  # the first visit may start the default-tier period
 
-    # session, user, current subscription with its tier, one aggregate over the ledger,
+    # session, user, current subscription with its tier, the hourly buckets, the ledger's edge
+    # hours, the exact time of the oldest usage in whole buckets (for "resets at"), and
     # whether any model reaches a real upstream (the demo banner)
-    with django_assert_max_num_queries(5):
+    with django_assert_max_num_queries(7):
         response = client.get("/account/")
     assert response.status_code == 200
 

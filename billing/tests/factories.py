@@ -4,6 +4,8 @@ import factory
 from django.utils import timezone
 
 from billing.models import SubscriptionType, UsageEvent, UserSubscription
+from billing.quotas import event_class, floor_hour
+from billing.services import _bucket_add
 
 
 class SubscriptionTypeFactory(factory.django.DjangoModelFactory):
@@ -26,8 +28,11 @@ class UserSubscriptionFactory(factory.django.DjangoModelFactory):
 
 
 class UsageEventFactory(factory.django.DjangoModelFactory):
+    """A ledger row, counted in its hourly bucket as the billing services would."""
+
     class Meta:
         model = UsageEvent
+        skip_postgeneration_save = True
 
     user = factory.SubFactory("accounts.tests.factories.UserFactory")
     kind = UsageEvent.Kind.MESSAGE
@@ -35,3 +40,15 @@ class UsageEventFactory(factory.django.DjangoModelFactory):
     prompt_tokens = 10
     completion_tokens = 20
     billed_tokens = 30
+
+    @factory.post_generation
+    def bucket(obj, create, extracted, **kwargs):
+        if create and obj.state != UsageEvent.State.RELEASED:
+            _bucket_add(
+                user_id=obj.user_id,
+                hour=floor_hour(obj.created_at),
+                klass=event_class(kind=obj.kind, is_free_model=obj.is_free_model),
+                messages=1,
+                tokens=obj.billed_tokens,
+                cost=obj.cost_usd,
+            )
