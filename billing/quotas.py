@@ -255,3 +255,13 @@ def tightest(*, usage: Usage, tier: SubscriptionType, klass: str) -> Headroom | 
         return None
     _, limit, value, remaining = best
     return Headroom(limit=value, remaining=remaining, resets_at=usage.resets_at(limit))
+
+
+def rate_limit_headers(headroom: Headroom | None) -> dict[str, str]:
+    """X-RateLimit-Limit/Remaining/Reset for the tightest limit; Reset is a Unix time in seconds."""
+    if headroom is None:
+        return {}
+    headers = {"X-RateLimit-Limit": str(headroom.limit), "X-RateLimit-Remaining": str(headroom.remaining)}
+    if headroom.resets_at is not None:
+        headers["X-RateLimit-Reset"] = str(math.ceil(headroom.resets_at.timestamp()))
+    return headers

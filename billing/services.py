@@ -10,7 +10,17 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing.models import ChatSessionUsage, SubscriptionType, UsageBucket, UsageEvent, UserSubscription
-from billing.quotas import FREE, Refusal, Usage, event_class, floor_hour, quota_check, tightest
+from billing.quotas import (
+    FREE,
+    Headroom,
+    Refusal,
+    Usage,
+    event_class,
+    floor_hour,
+    quota_check,
+    rate_limit_headers,
+    tightest,
+)
 from chatsite.errors import NoSubscription, QuotaExceeded
 
 
@@ -129,7 +139,18 @@ def _quota_exceeded(refusal: Refusal) -> QuotaExceeded:
         resets_at=refusal.resets_at.isoformat().replace("+00:00", "Z") if refusal.resets_at else None,
     )
     error.headers["Retry-After"] = str(refusal.retry_after)
+    error.headers.update(
+        rate_limit_headers(Headroom(limit=refusal.limit_value, remaining=0, resets_at=refusal.resets_at))
+    )
     return error
+
+
+def quota_headroom(*, user, ai_model, kind: str = UsageEvent.Kind.MESSAGE) -> Headroom | None:
+    """The tightest limit the user has left for this kind of request (no reservation made)."""
+    subscription = subscription_current(user=user)
+    usage = Usage(subscription, timezone.now()).load()
+    klass = event_class(kind=kind, is_free_model=ai_model.is_free)
+    return tightest(usage=usage, tier=subscription.subscription_type, klass=klass)
 
 
 def _json_number(value):

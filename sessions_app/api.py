@@ -11,6 +11,7 @@ from rest_framework.decorators import action
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
+from billing.quotas import rate_limit_headers
 from chatsite.errors import InvalidInput
 from sessions_app import exports, selectors, services
 from sessions_app.models import ChatMessage
@@ -191,14 +192,19 @@ class ChatSessionViewSet(
             session=session, user=request.user, content=data["message"],
             client_message_id=data.get("client_message_id") or idempotency_key(request),
         )  # fmt: skip
+        headers = rate_limit_headers(services.send_headroom(session=session, user=request.user, job=result.job))
+        if result.replayed:
+            headers["Idempotent-Replayed"] = "true"
         if wants_stream(request, data):
-            return send_stream(result)
+            response = send_stream(result)
+            for name, value in headers.items():
+                response[name] = value
+            return response
         reply = services.reply_complete(reply=result.reply, job=result.job)
         body = {
             "user_message": ChatMessageSerializer(result.user_message).data,
             "assistant_message": ChatMessageSerializer(reply).data,
         }
-        headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
         return Response(body, status=status.HTTP_201_CREATED, headers=headers)
 
     @extend_schema(
@@ -210,11 +216,14 @@ class ChatSessionViewSet(
         session = self.get_object()
         data = validated(RegenerateInput, request.data or {})
         reply, job = services.message_regenerate(session=session, user=request.user)
+        headers = rate_limit_headers(job.headroom)
         if wants_stream(request, data):
             services.reply_execute(job=job, background=True)
-            return event_stream_response(reply_events(reply.pk))
+            return event_stream_response(reply_events(reply.pk), headers=headers)
         reply = services.reply_complete(reply=reply, job=job)
-        return Response({"assistant_message": ChatMessageSerializer(reply).data}, status=status.HTTP_201_CREATED)
+        return Response(
+            {"assistant_message": ChatMessageSerializer(reply).data}, status=status.HTTP_201_CREATED, headers=headers
+        )
 
     @extend_schema(request=None, responses=StopOutput)
     @action(detail=True, methods=["post"])

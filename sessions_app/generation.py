@@ -19,6 +19,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from billing.models import UsageEvent
+from billing.quotas import Headroom
 from billing.services import usage_release, usage_settle
 from chatbots.models import AIModel
 from chatbots.providers import get_provider
@@ -95,6 +96,7 @@ class ReplyJob:
     messages: list[Message]
     prompt: str
     is_image: bool
+    headroom: Headroom | None = None  # the tightest quota left after its reservation
 
 
 def _flush(reply_pk: int, content: str) -> bool:

@@ -11,7 +11,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.models import UsageEvent
-from billing.services import usage_release, usage_reserve, usage_settle
+from billing.quotas import Headroom
+from billing.services import quota_headroom, usage_release, usage_reserve, usage_settle
 from chatbots.models import AIModel, Chatbot, ContentType
 from chatbots.providers.base import Message, estimate_prompt_tokens, estimate_tokens
 from chatsite.errors import Conflict, InvalidInput, NotFound, PermissionDenied, UpstreamError, UpstreamTimeout
@@ -179,7 +180,7 @@ def _reply_begin(*, session: ChatSession, user, reply_to: ChatMessage) -> tuple[
     )  # fmt: skip
     job = ReplyJob(
         reply_pk=reply.pk, event_pk=event.pk, session_pk=session.pk, model=model,
-        messages=messages, prompt=prompt, is_image=is_image,
+        messages=messages, prompt=prompt, is_image=is_image, headroom=event.headroom,
     )  # fmt: skip
     return reply, job
 
@@ -354,3 +355,12 @@ def replies_reap_stale(*, older_than: timedelta) -> int:
             reply.save(update_fields=["status", "disabled", "tokens_count", "error_code", "error_detail", "updated_at"])
             reaped += 1
     return reaped
+
+
+def send_headroom(*, session: ChatSession, user, job: ReplyJob | None) -> Headroom | None:
+    """The tightest quota left after a send: from its reservation, or looked up for a replay."""
+    if job is not None:
+        return job.headroom
+    is_image = session.chatbot.chatbot_type == ContentType.IMAGE
+    kind = UsageEvent.Kind.IMAGE if is_image else UsageEvent.Kind.MESSAGE
+    return quota_headroom(user=user, ai_model=session.ai_model, kind=kind)

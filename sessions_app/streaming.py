@@ -106,8 +106,12 @@ def reply_events(reply_pk: int, offset: int = 0) -> Iterator[bytes]:
     yield sse("done", {"status": reply.status, "title": title}, end)
 
 
-def event_stream_response(events: Iterator[bytes], status: int = 200) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(events, content_type="text/event-stream; charset=utf-8", status=status)
+def event_stream_response(
+    events: Iterator[bytes], status: int = 200, headers: dict[str, str] | None = None
+) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(
+        events, content_type="text/event-stream; charset=utf-8", status=status, headers=headers
+    )
     response["Cache-Control"] = "no-cache, no-transform"
     # Tell nginx and similar proxies to pass each event on at once.
     response["X-Accel-Buffering"] = "no"
