@@ -6,10 +6,10 @@ from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from billing.models import ChatSessionUsage, SubscriptionType, UsageBucket, UsageEvent, UserSubscription
+from billing.models import WINDOWS, ChatSessionUsage, SubscriptionType, UsageBucket, UsageEvent, UserSubscription
 from billing.quotas import (
     FREE,
     Headroom,
@@ -226,3 +226,33 @@ def _session_usage_add(event: UsageEvent) -> None:
     ChatSessionUsage.objects.filter(pk=usage.pk).update(
         **{field: F(field) + event.billed_tokens}, is_free_model=event.is_free_model, updated_at=timezone.now()
     )
+
+
+# Rolling windows read ledger rows only in their first, partial hour, never older than this.
+LEDGER_KEPT = max(WINDOWS.values()) + timedelta(hours=1)
+
+
+def usage_prune(*, before: datetime, now: datetime | None = None) -> int:
+    """Delete ledger rows older than `before` that no current quota answer reads; return how many.
+
+    Their usage stays counted: the hourly buckets hold every total. Rows are kept
+    when a rolling window may still read them (the last 30 days and an hour), when
+    they lie in the first, partial hour of their user's current subscription period,
+    or while they are still reserved.
+    """
+    now = now or timezone.now()
+    cutoff = min(before, now - LEDGER_KEPT)
+    period_edge = UserSubscription.objects.filter(
+        user_id=OuterRef("user_id"),
+        is_active=True,
+        end_date__gt=now,
+        start_date__lte=OuterRef("created_at"),
+        start_date__gt=OuterRef("created_at") - timedelta(hours=1),
+    )
+    old = (
+        UsageEvent.objects.filter(created_at__lt=cutoff)
+        .exclude(state=UsageEvent.State.RESERVED)
+        .exclude(Exists(period_edge))
+    )
+    deleted, _ = old.delete()
+    return deleted
