@@ -4,7 +4,8 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 
 from accounts.models import User, normalize_phone
-from billing.admin import UserSubscriptionInline
+from billing.admin import UserSubscriptionInline, usage_table
+from billing.selectors import subscription_current_get
 
 
 class UserCreationAdminForm(AdminUserCreationForm):
@@ -53,6 +54,7 @@ class UserAdmin(BaseUserAdmin):
             {"fields": ("is_active", "is_verified", "is_staff", "is_superuser", "groups", "user_permissions")},
         ),
         ("Important dates", {"fields": ("last_login", "date_joined")}),
+        ("Usage now", {"fields": ("current_usage",)}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "usable_password", "password1", "password2")}),)
     inlines = [UserSubscriptionInline]
@@ -60,8 +62,13 @@ class UserAdmin(BaseUserAdmin):
     list_filter = ("is_staff", "is_superuser", "is_active", "is_verified", "groups")
     search_fields = ("email", "name", "phone_number")
     ordering = ("email",)
-    readonly_fields = ("last_login", "date_joined")
+    readonly_fields = ("last_login", "date_joined", "current_usage")
 
     def get_inlines(self, request, obj):
         # A new user gets the default tier on first use; subscriptions are edited once the user exists.
         return self.inlines if obj is not None else []
+
+    @admin.display(description="Usage")
+    def current_usage(self, obj: User):
+        # A read only: opening the page must not start a default-tier period as subscription_current would.
+        return usage_table(subscription_current_get(user=obj))

@@ -1,13 +1,31 @@
+from urllib.parse import urlencode
+
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.utils import flatten_fieldsets
+from django.contrib.admin import ShowFacets
+from django.contrib.admin.utils import display_for_value, flatten_fieldsets
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.text import capfirst
 
-from billing.models import ChatSessionUsage, SubscriptionType, UsageEvent, UserSubscription
+from billing.models import ChatSessionUsage, SubscriptionType, UsageBucket, UsageEvent, UserSubscription
+from billing.selectors import subscription_current_get, usage_summary
 from billing.services import subscription_extend
 
 EXTEND_DAYS = 30
+EMPTY = "—"
+WINDOW_LABELS = {
+    "hourly": "Last hour",
+    "three_hours": "Last 3 hours",
+    "twelve_hours": "Last 12 hours",
+    "daily": "Last 24 hours",
+    "weekly": "Last 7 days",
+    "monthly": "Last 30 days",
+    "period": "This subscription period",
+}
 
 
 def _limits(window: str) -> tuple[str, str]:
@@ -89,12 +107,90 @@ class UserSubscriptionForm(forms.ModelForm):
         return cleaned
 
 
+def usage_table(subscription: UserSubscription | None) -> SafeString | str:
+    """Every limit of the subscription's tier with what is used of it now, as an HTML table."""
+    if subscription is None:
+        return "No current subscription"
+    tier = subscription.subscription_type
+    rows = format_html_join(
+        "",
+        '<tr data-limit="{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+        (
+            (
+                row.name,
+                capfirst(SubscriptionType._meta.get_field(row.name).verbose_name),
+                WINDOW_LABELS[row.window],
+                display_for_value(row.limit, EMPTY) if row.limit else "Unlimited",
+                display_for_value(row.used, EMPTY),
+                display_for_value(row.remaining, EMPTY),
+                display_for_value(row.resets_at, EMPTY),
+            )
+            for row in usage_summary(subscription=subscription)
+        ),
+    )
+    ledger = reverse("admin:billing_usageevent_changelist") + "?" + urlencode({"user_email": subscription.user.email})
+    return format_html(
+        '<p>{}: {} to {} · <a href="{}">Ledger of this user</a></p>'
+        '<table class="usage-table"><thead><tr><th scope="col">Limit</th><th scope="col">Window</th>'
+        '<th scope="col">Limit value</th><th scope="col">Used</th><th scope="col">Remaining</th>'
+        '<th scope="col">Resets at</th></tr></thead><tbody>{}</tbody></table>',
+        tier.name,
+        display_for_value(subscription.start_date, EMPTY),
+        display_for_value(subscription.end_date, EMPTY),
+        ledger,
+        rows,
+    )
+
+
+class UserEmailFilter(admin.ListFilter):
+    """One user's rows by exact email, typed in a box: a dropdown would load every user."""
+
+    title = "user email"
+    parameter_name = "user_email"
+    template = "admin/billing/input_filter.html"
+
+    def __init__(self, request, params, model, model_admin):
+        super().__init__(request, params, model, model_admin)
+        if self.parameter_name in params:
+            # Emails are stored lower-cased; an exact match uses the unique index.
+            self.used_parameters[self.parameter_name] = params.pop(self.parameter_name)[-1].strip().lower()
+
+    def value(self) -> str | None:
+        return self.used_parameters.get(self.parameter_name) or None
+
+    def has_output(self) -> bool:
+        return True
+
+    def expected_parameters(self) -> list[str]:
+        return [self.parameter_name]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset.filter(user__email=value) if value else queryset
+
+    def choices(self, changelist):
+        yield {
+            "selected": self.value() is None,
+            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+            "display": "All",
+            # The other filters and the search, kept when the box is submitted.
+            "hidden": [(name, value) for name, value in changelist.params.items() if name != self.parameter_name],
+        }
+
+
 class UserSubscriptionInline(admin.TabularInline):
     model = UserSubscription
     form = UserSubscriptionForm
     fields = ("subscription_type", "is_active", "start_date", "end_date")
     extra = 0
     ordering = ("-start_date", "-id")
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "subscription_type":
+            # Read the tiers once for the page, not once per subscription row.
+            field.choices = list(field.choices)
+        return field
 
 
 @admin.register(UserSubscription)
@@ -107,7 +203,25 @@ class UserSubscriptionAdmin(admin.ModelAdmin):
     search_fields = ("user__email",)
     autocomplete_fields = ("user",)
     date_hierarchy = "start_date"
+    readonly_fields = ("current_usage",)
     actions = ["extend_30_days", "deactivate"]
+
+    def get_fieldsets(self, request: HttpRequest, obj=None):
+        fieldsets = [(None, {"fields": UserSubscriptionForm.Meta.fields})]
+        if obj is not None:
+            fieldsets.append(("Usage now", {"fields": ("current_usage",)}))
+        return fieldsets
+
+    @admin.display(description="Usage")
+    def current_usage(self, obj: UserSubscription) -> SafeString | str:
+        current = subscription_current_get(user=obj.user_id)
+        if current is None:
+            return "Not current, and the user has no current subscription."
+        if current.pk != obj.pk:
+            # Quotas count against the user's current subscription only.
+            url = reverse("admin:billing_usersubscription_change", args=[current.pk])
+            return format_html('Not current: the user\'s usage counts against <a href="{}">{}</a>.', url, current)
+        return usage_table(current)
 
     @admin.action(description=f"Extend by {EXTEND_DAYS} days", permissions=["change"])
     def extend_30_days(self, request: HttpRequest, queryset: QuerySet[UserSubscription]) -> None:
@@ -151,15 +265,18 @@ class UsageEventAdmin(ReadOnlyAdmin):
         "cost_usd",
         "state",
     )
-    list_filter = ("kind", "state", "is_free_model", "ai_model", "created_at")
+    # No RelatedOnlyFieldListFilter: its DISTINCT runs over the whole ledger on every page.
+    list_filter = (UserEmailFilter, "ai_model", "kind", "state", "is_free_model", "created_at")
     list_select_related = ("user", "ai_model", "session")
     # Exact match: a substring search would scan the whole ledger.
     search_fields = ("=user__email",)
     search_help_text = "Exact email address of the user."
     # No date_hierarchy: its drill-down scans the whole ledger on every page; the
     # created_at filter (today, past 7 days, this month, this year) does not.
-    # The ledger grows large: skip the unfiltered COUNT(*) on every page.
+    # The ledger grows large: skip the unfiltered COUNT(*) on every page, and the
+    # per-choice counts facets would add.
     show_full_result_count = False
+    show_facets = ShowFacets.NEVER
 
 
 @admin.register(ChatSessionUsage)
@@ -170,3 +287,15 @@ class ChatSessionUsageAdmin(ReadOnlyAdmin):
     search_fields = ("=user__email",)
     search_help_text = "Exact email address of the user."
     show_full_result_count = False
+    show_facets = ShowFacets.NEVER
+
+
+@admin.register(UsageBucket)
+class UsageBucketAdmin(ReadOnlyAdmin):
+    list_display = ("user", "hour", "klass", "messages", "tokens", "cost_usd")
+    list_select_related = ("user",)
+    list_filter = (UserEmailFilter, "klass", "hour")
+    search_fields = ("=user__email",)
+    search_help_text = "Exact email address of the user."
+    show_full_result_count = False
+    show_facets = ShowFacets.NEVER

@@ -129,7 +129,11 @@ class UsageEvent(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["user", "created_at"], name="usage_user_time_idx")]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="usage_user_time_idx"),
+            # The admin's newest-first list and prune_usage's range delete.
+            models.Index(fields=["created_at"], name="usage_time_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"usage #{self.pk}"

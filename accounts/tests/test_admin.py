@@ -1,15 +1,24 @@
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from accounts.models import User
 from accounts.tests.factories import UserFactory
-from billing.models import UserSubscription
-from billing.tests.factories import SubscriptionTypeFactory, UserSubscriptionFactory
+from billing.models import UsageEvent, UserSubscription
+from billing.tests.factories import SubscriptionTypeFactory, UsageEventFactory, UserSubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 
 NEW_PASSWORD = "a long passphrase for admin"
+XSS = "<script>alert(1)</script>"
+
+
+def _usage_row(response, limit: str) -> list[str]:
+    """The cells of one limit's row in the usage table: name, window, limit, used, remaining, resets at."""
+    row = re.search(rf'<tr data-limit="{limit}">(.*?)</tr>', response.content.decode())
+    assert row is not None, limit
+    return re.findall(r"<td>(.*?)</td>", row.group(1))
 
 
 def test_user_changelist_add_and_change_pages_answer_200(admin_client, user):
@@ -129,5 +138,55 @@ def test_user_changelist_costs_a_constant_number_of_queries(admin_client, django
     # session, admin user, groups filter, paginated count, full count, the page of users
     with django_assert_max_num_queries(6):
         response = admin_client.get("/admin/accounts/user/")
+
+    assert response.status_code == 200
+
+
+def test_user_change_page_shows_the_usage_of_the_current_subscription(admin_client, user, default_tier):
+    default_tier.hourly_max_messages = 5
+    default_tier.save()
+    UsageEventFactory.create_batch(2, user=user, billed_tokens=40)
+    UsageEventFactory(user=user, kind=UsageEvent.Kind.IMAGE)
+    UsageEventFactory(user=user, created_at=datetime.now(UTC) - timedelta(hours=2))
+
+    response = admin_client.get(f"/admin/accounts/user/{user.pk}/change/")
+
+    assert _usage_row(response, "hourly_max_messages")[:5] == ["Hourly max messages", "Last hour", "5", "2", "3"]
+    assert _usage_row(response, "three_hours_max_messages")[2:5] == ["Unlimited", "3", "—"]
+    assert _usage_row(response, "daily_max_tokens")[3] == "110"
+    assert _usage_row(response, "daily_image_generation_limit")[3] == "1"
+    assert 'href="/admin/billing/usageevent/?user_email=owner%40example.com"' in response.content.decode()
+
+
+def test_user_change_page_without_a_current_subscription_says_so_and_starts_none(admin_client, default_tier):
+    user = UserFactory()
+    UserSubscriptionFactory(user=user, is_active=False)
+
+    response = admin_client.get(f"/admin/accounts/user/{user.pk}/change/")
+
+    assert "No current subscription" in response.content.decode()
+    assert "usage-table" not in response.content.decode()
+    assert not UserSubscription.objects.filter(user=user, is_active=True).exists()
+
+
+def test_user_change_page_escapes_the_tier_name(admin_client, user, default_tier):
+    default_tier.name = f"Tier {XSS}"
+    default_tier.save()
+
+    body = admin_client.get(f"/admin/accounts/user/{user.pk}/change/").content.decode()
+
+    assert XSS not in body
+    assert "<p>Tier &lt;script&gt;alert(1)&lt;/script&gt;: " in body
+
+
+def test_user_change_page_costs_a_constant_number_of_queries(admin_client, user, django_assert_max_num_queries):
+    UsageEventFactory.create_batch(20, user=user)
+    UserSubscriptionFactory.create_batch(5, user=user, is_active=False)
+
+    # session, admin user, the user, the user's groups and permissions, the permissions' content type, all
+    # groups, all permissions, the subscriptions of the inline, the tiers once for all its rows, the current
+    # subscription joined to tier and user, two for the usage sums and one for when they reset
+    with django_assert_max_num_queries(14):
+        response = admin_client.get(f"/admin/accounts/user/{user.pk}/change/")
 
     assert response.status_code == 200

@@ -1,12 +1,24 @@
+import re
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
-from billing.models import ChatSessionUsage, UsageEvent, UserSubscription
+from billing.models import ChatSessionUsage, UsageBucket, UsageEvent, UserSubscription
 from billing.tests.factories import SubscriptionTypeFactory, UsageEventFactory, UserSubscriptionFactory
+from chatbots.tests.factories import AIModelFactory
 from sessions_app.tests.factories import ChatSessionFactory
 
 pytestmark = pytest.mark.django_db
+
+XSS = "<script>alert(1)</script>"
+
+
+def usage_row(response, limit: str) -> list[str]:
+    """The cells of one limit's row in the usage table: name, window, limit, used, remaining, resets at."""
+    row = re.search(rf'<tr data-limit="{limit}">(.*?)</tr>', response.content.decode())
+    assert row is not None, limit
+    return re.findall(r"<td>(.*?)</td>", row.group(1))
 
 
 @pytest.fixture
@@ -22,10 +34,13 @@ def rows(user, default_tier, usage_event, chat_session):
         "usersubscription": UserSubscription.objects.get(user=user),
         "usageevent": usage_event,
         "chatsessionusage": ChatSessionUsage.objects.create(user=user, session=chat_session, tokens_count=30),
+        "usagebucket": UsageBucket.objects.get(user=user),
     }
 
 
-@pytest.mark.parametrize("model", ["subscriptiontype", "usersubscription", "usageevent", "chatsessionusage"])
+@pytest.mark.parametrize(
+    "model", ["subscriptiontype", "usersubscription", "usageevent", "chatsessionusage", "usagebucket"]
+)
 def test_billing_changelist_and_change_page_answer_200(admin_client, rows, model):
     assert admin_client.get(f"/admin/billing/{model}/").status_code == 200
     assert admin_client.get(f"/admin/billing/{model}/{rows[model].pk}/change/").status_code == 200
@@ -36,7 +51,7 @@ def test_billing_add_page_answers_200(admin_client, model):
     assert admin_client.get(f"/admin/billing/{model}/add/").status_code == 200
 
 
-@pytest.mark.parametrize("model", ["usageevent", "chatsessionusage"])
+@pytest.mark.parametrize("model", ["usageevent", "chatsessionusage", "usagebucket"])
 def test_ledger_admins_refuse_add_change_and_delete(admin_client, rows, model):
     pk = rows[model].pk
 
@@ -61,9 +76,8 @@ def test_ledger_changelist_of_50_rows_costs_a_constant_number_of_queries(
         UsageEventFactory(user=session.user, session=session, ai_model=session.ai_model)
 
     # session, admin user, AI models for the filter, the count (no second, unfiltered count),
-    # the page of events joined to user, session and AI model, and two for the date hierarchy
-    # (the first and last date, the days that have events)
-    with django_assert_max_num_queries(7):
+    # the page of events joined to user, session and AI model; the user filter is a text box
+    with django_assert_max_num_queries(5):
         response = admin_client.get("/admin/billing/usageevent/")
 
     assert response.status_code == 200
@@ -78,6 +92,124 @@ def test_ledger_changelist_filters_by_kind_and_searches_by_exact_email(admin_cli
     response = admin_client.get("/admin/billing/usageevent/", {"kind__exact": "image", "q": "OWNER@example.com"})
 
     assert list(response.context["cl"].result_list) == [mine]
+
+
+def test_ledger_changelist_filtered_by_user_email_costs_the_same_queries(
+    admin_client, user, django_assert_max_num_queries
+):
+    UsageEventFactory.create_batch(30, user=user)
+    UsageEventFactory.create_batch(20)
+
+    # session, admin user, AI models for the filter, the count and the page, both joined to the user by email
+    with django_assert_max_num_queries(5):
+        response = admin_client.get("/admin/billing/usageevent/", {"user_email": "owner@example.com"})
+
+    assert len(response.context["cl"].result_list) == 30
+
+
+def test_ledger_user_filter_is_a_text_box_that_keeps_the_other_filters(admin_client, user, other_user):
+    UsageEventFactory(user=other_user)
+
+    response = admin_client.get("/admin/billing/usageevent/", {"kind__exact": "image", "user_email": "x@example.com"})
+
+    body = response.content.decode()
+    assert '<input type="text" name="user_email" value="x@example.com"' in body
+    assert '<input type="hidden" name="kind__exact" value="image">' in body
+    # No dropdown of users: nobody's email is listed.
+    assert "other@example.com" not in body
+
+
+def test_ledger_changelist_filters_by_user_model_state_and_date(admin_client, user, other_user):
+    model = AIModelFactory()
+    now = timezone.now()
+    mine = UsageEventFactory(user=user, ai_model=model)
+    UsageEventFactory(user=user, ai_model=model, state=UsageEvent.State.RELEASED)
+    UsageEventFactory(user=user, ai_model=model, created_at=now - timedelta(days=10))
+    UsageEventFactory(user=user, ai_model=AIModelFactory())
+    UsageEventFactory(user=other_user, ai_model=model)
+    # A range as the date filter's links send it.
+    week = {"created_at__gte": str(now - timedelta(days=7)), "created_at__lt": str(now + timedelta(days=1))}
+
+    response = admin_client.get(
+        "/admin/billing/usageevent/",
+        {"user_email": " OWNER@example.com ", "ai_model__id__exact": model.pk, "state__exact": "settled", **week},
+    )
+
+    assert list(response.context["cl"].result_list) == [mine]
+
+
+def test_ledger_admin_has_no_date_hierarchy_facets_or_full_count(admin_client):
+    cl = admin_client.get("/admin/billing/usageevent/").context["cl"]
+
+    assert cl.date_hierarchy is None
+    assert not cl.show_full_result_count
+    assert not cl.is_facets_optional
+
+
+def test_usage_bucket_changelist_costs_a_constant_number_of_queries(
+    admin_client, default_tier, django_assert_max_num_queries
+):
+    for _ in range(50):
+        UsageEventFactory()
+
+    # session, admin user, the filtered count, the page of buckets joined to their user
+    with django_assert_max_num_queries(4):
+        response = admin_client.get("/admin/billing/usagebucket/")
+
+    assert response.status_code == 200
+    assert len(response.context["cl"].result_list) == 50
+
+
+def test_usage_bucket_changelist_filters_by_class_and_user(admin_client, user, other_user):
+    UsageEventFactory(user=user, kind=UsageEvent.Kind.IMAGE)
+    UsageEventFactory(user=user)
+    UsageEventFactory(user=other_user, kind=UsageEvent.Kind.IMAGE)
+
+    response = admin_client.get("/admin/billing/usagebucket/", {"klass__exact": "image", "user_email": user.email})
+
+    buckets = list(response.context["cl"].result_list)
+    assert [(b.user_id, b.klass, b.messages) for b in buckets] == [(user.pk, "image", 1)]
+
+
+def test_subscription_change_page_shows_usage_per_window(admin_client, user, default_tier):
+    default_tier.hourly_max_messages = 10
+    default_tier.max_tokens = 1000
+    default_tier.save()
+    UsageEventFactory.create_batch(3, user=user, billed_tokens=30)
+    UsageEventFactory(user=user, is_free_model=True, billed_tokens=5)
+    UsageEventFactory(user=user, state=UsageEvent.State.RELEASED, billed_tokens=0)
+    subscription = UserSubscription.objects.get(user=user)
+
+    response = admin_client.get(f"/admin/billing/usersubscription/{subscription.pk}/change/")
+
+    assert usage_row(response, "hourly_max_messages")[:5] == ["Hourly max messages", "Last hour", "10", "3", "7"]
+    assert usage_row(response, "hourly_max_tokens")[2:5] == ["Unlimited", "90", "—"]
+    assert usage_row(response, "max_tokens")[1:5] == ["This subscription period", "1000", "90", "910"]
+    assert usage_row(response, "monthly_free_model_messages")[3] == "1"
+    assert usage_row(response, "daily_image_generation_limit")[3:] == ["0", "—", "—"]
+
+
+def test_a_past_subscription_points_at_the_current_one_instead_of_a_usage_table(admin_client, user):
+    current = UserSubscription.objects.get(user=user)
+    past = UserSubscriptionFactory(user=user, is_active=False)
+
+    response = admin_client.get(f"/admin/billing/usersubscription/{past.pk}/change/")
+
+    body = response.content.decode()
+    assert "Not current: the user's usage counts against" in body
+    assert f'href="/admin/billing/usersubscription/{current.pk}/change/"' in body
+    assert "usage-table" not in body
+
+
+def test_usage_table_escapes_the_tier_name(admin_client, user, default_tier):
+    default_tier.name = f"Tier {XSS}"
+    default_tier.save()
+    subscription = UserSubscription.objects.get(user=user)
+
+    body = admin_client.get(f"/admin/billing/usersubscription/{subscription.pk}/change/").content.decode()
+
+    assert XSS not in body
+    assert "<p>Tier &lt;script&gt;alert(1)&lt;/script&gt;: " in body
 
 
 def test_session_usage_changelist_costs_a_constant_number_of_queries(

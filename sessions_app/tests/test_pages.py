@@ -3,7 +3,6 @@ from django.test import Client
 
 from chatbots.models import AIModel
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
-from chatsite.errors import QuotaExceeded
 from sessions_app.models import ChatMessage, ChatSession
 from sessions_app.tests.factories import ChatMessageFactory, ChatSessionFactory
 
@@ -176,21 +175,25 @@ def test_an_upstream_error_shows_inline_and_offers_regenerate(owner_client, chat
     assert 'id="id_content">\n</textarea>' in body
 
 
-def test_a_quota_error_shows_inline_with_its_headers(owner_client, chat_session, monkeypatch):
-    def refuse(**kwargs):
-        error = QuotaExceeded("You have sent 10 messages this hour.", limit="hourly_max_messages")
-        error.headers["Retry-After"] = "60"
-        raise error
-
-    monkeypatch.setattr("sessions_app.services.usage_reserve", refuse)
+def test_a_quota_error_shows_inline_with_its_headers(owner_client, chat_session, default_tier):
+    default_tier.hourly_max_messages = 1
+    default_tier.save()
+    first = owner_client.post(f"/chat/{chat_session.pk}/send/", {"content": "The first message"})
 
     response = owner_client.post(f"/chat/{chat_session.pk}/send/", {"content": "One more"})
 
     body = _body(response)
+    assert first.status_code == 302
     assert response.status_code == 429
-    assert response["Retry-After"] == "60"
-    assert "You have sent 10 messages this hour." in body
+    assert 1 <= int(response["Retry-After"]) <= 3600
+    assert "You have reached a usage limit (hourly max messages: 1 of 1). It resets at " in body
     assert "Your limits and when they reset are on your account page." in body
+    assert 'href="/account/"' in body
+    assert 'id="id_content">\nOne more</textarea>' in body
+    # The refused message was not saved: only the first one is in the chat.
+    assert list(chat_session.messages.filter(message_type="user").values_list("content", flat=True)) == [
+        "The first message"
+    ]
 
 
 def test_regenerate_replaces_the_last_reply(owner_client, chat_session):
