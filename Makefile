@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-requirements
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run serve test lint migrate clean
+.PHONY: setup run serve test lint migrate bench clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python manage.py makemigrations --check --dry-run --settings=chatsite.test_settings
 	$(BIN)/pytest
+
+# Not part of `make test`: times quota reservations over 0 and 1,000,000 ledger rows on PostgreSQL
+# (DATABASE_URL, default postgres://chatsite:chatsite@127.0.0.1:5432/chatsite_bench) and writes BENCHMARKS.md.
+bench: setup
+	$(BIN)/python bench/quota_reserve.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 media staticfiles
