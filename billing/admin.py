@@ -292,9 +292,9 @@ class ChatSessionUsageAdmin(ReadOnlyAdmin):
 
 @admin.register(UsageBucket)
 class UsageBucketAdmin(ReadOnlyAdmin):
-    list_display = ("user", "hour", "klass", "messages", "tokens", "cost_usd")
+    list_display = ("user", "span", "hour", "klass", "messages", "tokens", "cost_usd")
     list_select_related = ("user",)
-    list_filter = (UserEmailFilter, "klass", "hour")
+    list_filter = (UserEmailFilter, "span", "klass", "hour")
     search_fields = ("=user__email",)
     search_help_text = "Exact email address of the user."
     show_full_result_count = False

@@ -161,11 +161,12 @@ class ChatSessionUsage(models.Model):
 
 
 class UsageBucket(models.Model):
-    """One user's usage of one class in one UTC hour: what quota windows add up.
+    """One user's usage of one class in one UTC hour, and again per UTC day: what quota windows add up.
 
-    Kept in step with the ledger in the same transactions, so a window's sum reads
-    at most one row per hour and class, however long the ledger grows. Only the
-    window's partial first hour is read from the ledger itself.
+    Kept in step with the ledger in the same transactions. A window's sum reads
+    whole days from the day buckets, whole hours at its two ends from the hour
+    buckets, and only its partial first hour from the ledger itself: a few dozen
+    rows however long the ledger grows.
     """
 
     class Klass(models.TextChoices):
@@ -173,10 +174,15 @@ class UsageBucket(models.Model):
         FREE = "free", "Free-model messages"
         IMAGE = "image", "Images"
 
+    class Span(models.TextChoices):
+        HOUR = "hour", "Hour"
+        DAY = "day", "Day"
+
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_buckets", db_index=False
     )
-    hour = models.DateTimeField(help_text="Start of the UTC hour.")
+    span = models.CharField(max_length=4, choices=Span.choices, default=Span.HOUR)
+    hour = models.DateTimeField(help_text="Start of the UTC hour (or day).")
     klass = models.CharField(max_length=5, choices=Klass.choices)
     messages = models.IntegerField(default=0)
     tokens = models.BigIntegerField(default=0)
@@ -185,9 +191,14 @@ class UsageBucket(models.Model):
     class Meta:
         ordering = ["-hour"]
         constraints = [
-            # Also the index that window sums scan: (user, hour) ranges.
-            models.UniqueConstraint(fields=["user", "hour", "klass"], name="usage_bucket_unique"),
+            models.UniqueConstraint(fields=["user", "span", "hour", "klass"], name="usage_bucket_unique"),
+        ]
+        indexes = [
+            # Covers the window sums, so they never visit the table (index-only scans).
+            models.Index(
+                fields=["user", "span", "hour", "klass", "messages", "tokens", "cost_usd"], name="usage_bucket_sum_idx"
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.klass} usage at {self.hour:%Y-%m-%d %H:00}"
+        return f"{self.klass} usage in the {self.span} from {self.hour:%Y-%m-%d %H:00}"

@@ -5,17 +5,18 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from billing.models import WINDOWS, ChatSessionUsage, SubscriptionType, UsageBucket, UsageEvent, UserSubscription
+from billing.models import WINDOWS, ChatSessionUsage, SubscriptionType, UsageEvent, UserSubscription
 from billing.quotas import (
     FREE,
     Headroom,
     Refusal,
     Usage,
     event_class,
+    floor_day,
     floor_hour,
     quota_check,
     rate_limit_headers,
@@ -65,10 +66,12 @@ def subscription_current(*, user) -> UserSubscription:
         return subscription_assign(user=user, subscription_type=default, start=now)
 
 
-def _current(user, now: datetime) -> UserSubscription | None:
+def _current(user, now: datetime, *, lock: bool = False) -> UserSubscription | None:
+    subscriptions = UserSubscription.objects.select_related("subscription_type")
+    if lock:
+        subscriptions = subscriptions.select_for_update(of=("self",))
     return (
-        UserSubscription.objects.select_related("subscription_type")
-        .filter(user=user, is_active=True, start_date__lte=now, end_date__gt=now)
+        subscriptions.filter(user=user, is_active=True, start_date__lte=now, end_date__gt=now)
         .order_by("-start_date", "-id")
         .first()
     )
@@ -92,12 +95,11 @@ def usage_reserve(
     The event returned carries `headroom`, the tightest limit left after it.
     """
     with transaction.atomic():
-        current = subscription_current(user=user)
         # Lock the subscription row: concurrent reservations of one user, from any process
         # or server, queue here, and each one checks the usage the previous one committed.
-        subscription = (
-            UserSubscription.objects.select_for_update().select_related("subscription_type").get(pk=current.pk)
-        )
+        subscription = _current(user, timezone.now(), lock=True)
+        if subscription is None:
+            subscription = _current(user, subscription_current(user=user).start_date, lock=True)
         tier = subscription.subscription_type
         now = timezone.now()
         klass = event_class(kind=kind, is_free_model=ai_model.is_free)
@@ -121,7 +123,7 @@ def usage_reserve(
             state=UsageEvent.State.RESERVED,
             created_at=now,
         )
-        _bucket_add(user_id=user.pk, hour=floor_hour(now), klass=klass, messages=1, tokens=tokens)
+        _bucket_add(user_id=user.pk, at=now, klass=klass, messages=1, tokens=tokens)
         usage.add(klass=klass, messages=1, tokens=tokens)
         event.headroom = tightest(usage=usage, tier=tier, klass=klass)
         return event
@@ -157,21 +159,28 @@ def _json_number(value):
     return str(value) if isinstance(value, Decimal) else value
 
 
-def _bucket_add(*, user_id: int, hour: datetime, klass: str, messages: int = 0, tokens: int = 0, cost=0) -> None:
-    changed = UsageBucket.objects.filter(user_id=user_id, hour=hour, klass=klass).update(
-        messages=F("messages") + messages, tokens=F("tokens") + tokens, cost_usd=F("cost_usd") + cost
-    )
-    if not changed:
-        # Only reservations create buckets, under the subscription lock: no race here.
-        UsageBucket.objects.create(
-            user_id=user_id, hour=hour, klass=klass, messages=messages, tokens=tokens, cost_usd=cost
-        )
+_BUCKET_UPSERT = """
+    INSERT INTO billing_usagebucket (user_id, span, hour, klass, messages, tokens, cost_usd)
+    VALUES (%s, 'hour', %s, %s, %s, %s, %s), (%s, 'day', %s, %s, %s, %s, %s)
+    ON CONFLICT (user_id, span, hour, klass) DO UPDATE SET
+        messages = billing_usagebucket.messages + excluded.messages,
+        tokens = billing_usagebucket.tokens + excluded.tokens,
+        cost_usd = billing_usagebucket.cost_usd + excluded.cost_usd
+"""
+
+
+def _bucket_add(*, user_id: int, at: datetime, klass: str, messages: int = 0, tokens: int = 0, cost=0) -> None:
+    """Count usage made at `at` into its hour bucket and its day bucket, in one statement."""
+    adapt = connection.ops.adapt_datetimefield_value
+    row = [klass, messages, tokens, Decimal(cost)]
+    with connection.cursor() as cursor:
+        cursor.execute(_BUCKET_UPSERT, [user_id, adapt(floor_hour(at)), *row, user_id, adapt(floor_day(at)), *row])
 
 
 def _event_bucket(event: UsageEvent) -> dict:
     return {
         "user_id": event.user_id,
-        "hour": floor_hour(event.created_at),
+        "at": event.created_at,
         "klass": event_class(kind=event.kind, is_free_model=event.is_free_model),
     }
 

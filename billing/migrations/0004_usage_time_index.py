@@ -5,17 +5,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0003_usage_buckets'),
-        ('chatbots', '0001_initial'),
-        ('sessions_app', '0004_message_updated_at'),
+        ("billing", "0003_usage_buckets"),
+        ("chatbots", "0001_initial"),
+        ("sessions_app", "0004_message_updated_at"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='usageevent',
-            index=models.Index(fields=['created_at'], name='usage_time_idx'),
+            model_name="usageevent",
+            index=models.Index(fields=["created_at"], name="usage_time_idx"),
         ),
     ]

@@ -4,7 +4,7 @@ import factory
 from django.utils import timezone
 
 from billing.models import SubscriptionType, UsageEvent, UserSubscription
-from billing.quotas import event_class, floor_hour
+from billing.quotas import event_class
 from billing.services import _bucket_add
 
 
@@ -46,7 +46,7 @@ class UsageEventFactory(factory.django.DjangoModelFactory):
         if create and obj.state != UsageEvent.State.RELEASED:
             _bucket_add(
                 user_id=obj.user_id,
-                hour=floor_hour(obj.created_at),
+                at=obj.created_at,
                 klass=event_class(kind=obj.kind, is_free_model=obj.is_free_model),
                 messages=1,
                 tokens=obj.billed_tokens,

@@ -34,7 +34,7 @@ def rows(user, default_tier, usage_event, chat_session):
         "usersubscription": UserSubscription.objects.get(user=user),
         "usageevent": usage_event,
         "chatsessionusage": ChatSessionUsage.objects.create(user=user, session=chat_session, tokens_count=30),
-        "usagebucket": UsageBucket.objects.get(user=user),
+        "usagebucket": UsageBucket.objects.get(user=user, span="hour"),
     }
 
 
@@ -157,7 +157,7 @@ def test_usage_bucket_changelist_costs_a_constant_number_of_queries(
         response = admin_client.get("/admin/billing/usagebucket/")
 
     assert response.status_code == 200
-    assert len(response.context["cl"].result_list) == 50
+    assert len(response.context["cl"].result_list) == 100  # an hour and a day bucket each
 
 
 def test_usage_bucket_changelist_filters_by_class_and_user(admin_client, user, other_user):
@@ -165,7 +165,9 @@ def test_usage_bucket_changelist_filters_by_class_and_user(admin_client, user, o
     UsageEventFactory(user=user)
     UsageEventFactory(user=other_user, kind=UsageEvent.Kind.IMAGE)
 
-    response = admin_client.get("/admin/billing/usagebucket/", {"klass__exact": "image", "user_email": user.email})
+    response = admin_client.get(
+        "/admin/billing/usagebucket/", {"klass__exact": "image", "span__exact": "hour", "user_email": user.email}
+    )
 
     buckets = list(response.context["cl"].result_list)
     assert [(b.user_id, b.klass, b.messages) for b in buckets] == [(user.pk, "image", 1)]

@@ -18,7 +18,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing.models import SubscriptionType, UsageBucket, UsageEvent, UserSubscription
-from billing.quotas import LIMITS, Usage, event_class, floor_hour
+from billing.quotas import LIMITS, Usage, event_class, floor_day, floor_hour
 from billing.services import subscription_assign, subscription_current, usage_reserve
 from billing.tests.factories import SubscriptionTypeFactory
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
@@ -585,11 +585,15 @@ def _ledger_fill(user, models, now, rows=2000):
     for event in events:
         if event.state == UsageEvent.State.RELEASED:
             continue
-        key = (floor_hour(event.created_at), event_class(kind=event.kind, is_free_model=event.is_free_model))
-        bucket = buckets.setdefault(key, UsageBucket(user=user, hour=key[0], klass=key[1], cost_usd=Decimal(0)))
-        bucket.messages += 1
-        bucket.tokens += event.billed_tokens
-        bucket.cost_usd += event.cost_usd
+        klass = event_class(kind=event.kind, is_free_model=event.is_free_model)
+        for span, start in (("hour", floor_hour(event.created_at)), ("day", floor_day(event.created_at))):
+            bucket = buckets.setdefault(
+                (span, start, klass),
+                UsageBucket(user=user, span=span, hour=start, klass=klass, cost_usd=Decimal(0)),
+            )
+            bucket.messages += 1
+            bucket.tokens += event.billed_tokens
+            bucket.cost_usd += event.cost_usd
     UsageBucket.objects.bulk_create(buckets.values())
 
 
@@ -682,4 +686,4 @@ def test_concurrent_reservations_never_pass_the_limit(user, default_tier, ai_mod
 
     assert sorted(outcomes) == ["refused"] * 15 + ["reserved"] * 5
     assert UsageEvent.objects.filter(user=user).count() == 5
-    assert UsageBucket.objects.filter(user=user).aggregate(n=Sum("messages"))["n"] == 5
+    assert UsageBucket.objects.filter(user=user, span="hour").aggregate(n=Sum("messages"))["n"] == 5

@@ -242,5 +242,7 @@ def test_concurrent_sends_across_two_app_servers_never_pass_the_quota(servers):
             (ChatMessage.Type.ASSISTANT, ChatMessage.Status.COMPLETE): LEFT,
         }, (where, messages)
         ledger_hours = Counter(floor_hour(created) for created in counted.values_list("created_at", flat=True))
-        bucket_hours = dict(UsageBucket.objects.filter(user=user, messages__gt=0).values_list("hour", "messages"))
+        bucket_hours = dict(
+            UsageBucket.objects.filter(user=user, span="hour", messages__gt=0).values_list("hour", "messages")
+        )
         assert bucket_hours == ledger_hours, (where, bucket_hours, ledger_hours)
