@@ -87,17 +87,18 @@ FROM (
 
 # The buckets the services would have kept in step with those rows (released rows count nowhere).
 LOAD_BUCKETS = """
-INSERT INTO billing_usagebucket (user_id, hour, klass, messages, tokens, cost_usd)
+INSERT INTO billing_usagebucket (user_id, span, hour, klass, messages, tokens, cost_usd)
 SELECT
     user_id,
-    date_trunc('hour', created_at, 'UTC'),
+    span.name,
+    date_trunc(span.name, created_at, 'UTC'),
     CASE WHEN kind = 'image' THEN 'image' WHEN is_free_model THEN 'free' ELSE 'paid' END,
     count(*),
     sum(billed_tokens),
     sum(cost_usd)
-FROM billing_usageevent
+FROM billing_usageevent CROSS JOIN (VALUES ('hour'), ('day')) AS span (name)
 WHERE state <> 'released'
-GROUP BY 1, 2, 3
+GROUP BY 1, 2, 3, 4
 """
 
 
@@ -173,7 +174,8 @@ def load(ledger: Ledger) -> str:
     """Load the 1,000,000 rows and their buckets, unless a fresh enough copy is there already."""
     newest = UsageEvent.objects.filter(pk__lte=TOTAL_ROWS).order_by("-created_at").values_list("created_at", flat=True)
     count = UsageEvent.objects.filter(pk__lte=TOTAL_ROWS).count()
-    if count == TOTAL_ROWS and newest[0] > timezone.now() - STALE_AFTER and UsageBucket.objects.exists():
+    has_days = UsageBucket.objects.filter(span=UsageBucket.Span.DAY).exists()
+    if count == TOTAL_ROWS and newest[0] > timezone.now() - STALE_AFTER and has_days:
         age = timezone.now() - newest[0]
         return f"reused from an earlier run, its newest row {age.total_seconds() / 3600:.1f} h old"
     started = time.perf_counter()
