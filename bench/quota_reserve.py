@@ -220,7 +220,7 @@ def run_block(ledger: Ledger, *, count: int, diagnostic_count: int, warmup: int)
         usage_release(event=event)
         ledger.queries = [query["sql"] for query in captured.captured_queries]
 
-    # Where the time goes: the quota sums as the ORM builds them, then their SQL alone.
+    # Where the time goes: the quota sums as Usage.load builds and sends them, then their SQL alone.
     subscription = subscription_current(user=ledger.user)
     with CaptureQueriesContext(connection) as captured:
         Usage(subscription, timezone.now()).load()
@@ -358,7 +358,7 @@ check sums every window anyway. The subscription began {SUBSCRIBED_FOR.days} day
 Loaded / empty: p50 **{ratio_p50:.2f}x**, mean **{ratio_mean:.2f}x**; target <= {TARGET}x (SPEC 8): {met}.
 The loaded ledger adds {added:.1f} ms at p50, of which the two quota sums' SQL alone {sums_added:.1f} ms.
 
-Where the time goes ({args.blocks * args.diagnostic_count} runs per ledger): `Usage.load` as the ORM builds
+Where the time goes ({args.blocks * args.diagnostic_count} runs per ledger): `Usage.load` as it builds
 and sends its two sums, and the same two SQL statements sent as they are.
 
 | ledger | `Usage.load` p50 ms | mean ms | its SQL alone p50 ms | mean ms |
