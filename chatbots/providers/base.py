@@ -2,6 +2,7 @@
 
 import math
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -77,7 +78,7 @@ class Cancel:
             hook()
 
 
-class Provider:
+class Provider(ABC):
     """What every upstream adapter offers.
 
     Adapters raise chatsite.errors.UpstreamError (or UpstreamTimeout) for every
@@ -88,11 +89,11 @@ class Provider:
 
     name = "base"
 
-    def complete(self, *, model, messages: list[Message]) -> Completion:
-        raise NotImplementedError
+    @abstractmethod
+    def complete(self, *, model, messages: list[Message]) -> Completion: ...
 
-    def stream(self, *, model, messages: list[Message], cancel: Cancel | None = None) -> Iterator[StreamEvent]:
-        raise NotImplementedError
+    @abstractmethod
+    def stream(self, *, model, messages: list[Message], cancel: Cancel | None = None) -> Iterator[StreamEvent]: ...
 
-    def generate_image(self, *, model, prompt: str) -> ImageResult:
-        raise NotImplementedError
+    @abstractmethod
+    def generate_image(self, *, model, prompt: str) -> ImageResult: ...
