@@ -1,5 +1,8 @@
 """HTML pages of accounts: sign up, verification and the account page (log-in and resets are Django's views)."""
 
+import math
+from decimal import Decimal
+
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -10,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts import services
 from accounts.forms import SignupForm
-from billing.selectors import usage_summary
+from billing.selectors import usage_event_recent, usage_per_day, usage_summary
 from billing.services import subscription_current
 from chatsite.errors import InvalidInput, NoSubscription
 
@@ -89,19 +92,119 @@ def verification_resend(request):
     return redirect("account")
 
 
+def _amount(value, *, money: bool) -> str:
+    if money:
+        return f"${value:,.2f}" if value >= 1 or not value else f"${value:,.4f}"
+    return f"{value:,}"
+
+
+def _meter(usage) -> dict:
+    money = "cost" in usage.name
+    return {
+        "usage": usage,
+        "label": limit_label(usage.name, usage.window),
+        "used": _amount(usage.used, money=money),
+        "limit": _amount(usage.limit, money=money),
+        "remaining": _amount(usage.remaining, money=money) if usage.remaining is not None else None,
+        "near": usage.used >= usage.limit * Decimal("0.9"),
+    }
+
+
+CHART_WIDTH, CHART_HEIGHT = 400, 190
+CHART_LEFT, CHART_RIGHT, CHART_TOP, CHART_BOTTOM = 44, 6, 10, 40
+
+
+def _axis_step(peak: int) -> int:
+    """A round step giving at most four gridlines above zero."""
+    for magnitude in (10**n for n in range(12)):
+        for step in (magnitude, 2 * magnitude, 5 * magnitude):
+            if peak <= 4 * step:
+                return step
+    return peak
+
+
+def usage_chart(days: list) -> dict:
+    """The geometry of an SVG bar chart of messages per day, one bar a day, for the template to draw."""
+    peak = max((count for _, count in days), default=0)
+    step = _axis_step(max(peak, 1))
+    top = step * math.ceil(max(peak, 1) / step)
+    plot_w = CHART_WIDTH - CHART_LEFT - CHART_RIGHT
+    plot_h = CHART_HEIGHT - CHART_TOP - CHART_BOTTOM
+    slot = plot_w / max(len(days), 1)
+    base = CHART_TOP + plot_h
+    bars, labels = [], []
+    for index, (day, count) in enumerate(days):
+        height = plot_h * count / top
+        x = CHART_LEFT + index * slot
+        bars.append(
+            {
+                "day": day,
+                "messages": count,
+                "x": round(x + slot * 0.15, 1),
+                "y": round(base - height, 1),
+                "width": round(slot * 0.7, 1),
+                "height": round(height, 1),
+            }
+        )
+        if (len(days) - 1 - index) % 7 == 0:  # weekly, ending today's at the right edge
+            last = index == len(days) - 1
+            labels.append(
+                {"day": day, "x": CHART_WIDTH - CHART_RIGHT if last else round(x + slot / 2, 1), "last": last}
+            )
+    ticks = [{"value": value, "y": round(base - plot_h * value / top, 1)} for value in range(0, top + 1, step)]
+    busiest = max(days, key=lambda item: item[1]) if peak else None
+    return {
+        "width": CHART_WIDTH,
+        "height": CHART_HEIGHT,
+        "left": CHART_LEFT,
+        "right": CHART_WIDTH - CHART_RIGHT,
+        "base": base,
+        "bars": bars,
+        "labels": labels,
+        "ticks": ticks,
+        "total": sum(c for _, c in days),
+        "busiest": busiest,
+        "first": days[0][0] if days else None,
+        "last": days[-1][0] if days else None,
+        "axis_y": CHART_HEIGHT - 4,
+        "axis_mid": CHART_LEFT + plot_w / 2,
+        "label_y": base + 14,
+    }
+
+
 @login_required
 @require_GET
 def account(request):
     try:
         subscription = subscription_current(user=request.user)
     except NoSubscription as exc:
-        subscription, limits, no_subscription = None, [], exc.detail
+        subscription, summary, no_subscription = None, [], exc.detail
     else:
         no_subscription = ""
-        limits = [
-            {"label": limit_label(usage.name, usage.window), "usage": usage}
-            for usage in usage_summary(subscription=subscription)
-        ]
-        limits.sort(key=lambda row: not row["usage"].limit)  # the limits that bind first, unlimited ones after
-    context = {"subscription": subscription, "limits": limits, "no_subscription": no_subscription}
+        summary = usage_summary(subscription=subscription)
+    # One meter per limit the tier sets; what an unlimited limit has used is still worth a line.
+    meters = [_meter(usage) for usage in summary if usage.limit]
+    unlimited = [
+        {"label": limit_label(usage.name, usage.window), "used": _amount(usage.used, money="cost" in usage.name)}
+        for usage in summary
+        if not usage.limit
+    ]
+    # The period's upstream cost: free models cost nothing, so the cost limit's usage is all of it.
+    period_cost = next((usage.used for usage in summary if usage.name == "max_openrouter_cost_usd"), None)
+    context = {
+        "subscription": subscription,
+        "meters": meters,
+        "unlimited": unlimited,
+        "no_subscription": no_subscription,
+        "period_cost": _amount(period_cost, money=True) if period_cost is not None else None,
+        "recent": [
+            {
+                "event": event,
+                "tokens": _amount(event.billed_tokens, money=False),
+                "cost": _amount(event.cost_usd, money=True),
+            }
+            for event in usage_event_recent(user=request.user, limit=20)
+        ],
+        "chart": usage_chart(usage_per_day(user=request.user, days=30)),
+    }
     return render(request, "accounts/account.html", context)

@@ -1,12 +1,12 @@
 """Reads of billing: the user's per-session usage and where they stand against every limit."""
 
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
-from billing.models import ChatSessionUsage, UserSubscription
-from billing.quotas import LimitUsage, Usage
+from billing.models import ChatSessionUsage, UsageBucket, UsageEvent, UserSubscription
+from billing.quotas import LimitUsage, Usage, floor_day
 
 
 def session_usage_list(*, user) -> QuerySet[ChatSessionUsage]:
@@ -28,3 +28,23 @@ def usage_summary(*, subscription: UserSubscription, now: datetime | None = None
     """Every limit of the subscription's tier with what is used of it and when it resets."""
     usage = Usage(subscription, now or timezone.now()).load()
     return usage.report(subscription.subscription_type)
+
+
+def usage_event_recent(*, user, limit: int = 20) -> list[UsageEvent]:
+    """The user's newest ledger rows with their model, newest first."""
+    events = UsageEvent.objects.filter(user=user).select_related("ai_model").order_by("-created_at", "-id")
+    return list(events[:limit])
+
+
+def usage_per_day(*, user, days: int = 30, now: datetime | None = None) -> list[tuple[date, int]]:
+    """Messages and images charged on each of the last `days` UTC days, oldest first, read from the day buckets."""
+    today = floor_day(now or timezone.now())
+    first = today - timedelta(days=days - 1)
+    totals = (
+        UsageBucket.objects.filter(user=user, span=UsageBucket.Span.DAY, hour__gte=first, hour__lte=today)
+        .values("hour")
+        .annotate(messages=Sum("messages"))
+        .order_by()
+    )
+    by_day = {row["hour"].astimezone(UTC).date(): row["messages"] for row in totals}
+    return [(day, int(by_day.get(day, 0))) for day in ((first + timedelta(days=n)).date() for n in range(days))]

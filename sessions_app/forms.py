@@ -6,24 +6,41 @@ from sessions_app.services import TITLE_MAX_CHARS
 
 def _free_suffix(model) -> str:
     # Catalogue names often say "(free)" already.
-    return " · free" if model.is_free and "free" not in model.name.lower() else ""
+    return " (free)" if model.is_free and "free" not in model.name.lower() else ""
 
 
 def _type_suffix(kind: str) -> str:
-    return " · image" if kind == "image" else ""
+    return " (image)" if kind == "image" else ""
+
+
+class TypedSelect(forms.Select):
+    """A select whose options carry `data-type`, so index.js can offer only models that fit the chatbot."""
+
+    def __init__(self, *args, types: dict[int, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.types = types or {}
+
+    def create_option(self, name, value, *args, **kwargs):
+        option = super().create_option(name, value, *args, **kwargs)
+        kind = self.types.get(getattr(value, "value", value))
+        if kind:
+            option["attrs"]["data-type"] = kind
+        return option
 
 
 class NewChatForm(forms.Form):
-    chatbot = forms.TypedChoiceField(coerce=int)
-    ai_model = forms.TypedChoiceField(label="Model", coerce=int)
+    chatbot = forms.TypedChoiceField(coerce=int, widget=TypedSelect)
+    ai_model = forms.TypedChoiceField(label="Model", coerce=int, widget=TypedSelect)
     title = forms.CharField(max_length=TITLE_MAX_CHARS, required=False, help_text="Optional.")
 
     def __init__(self, *args, chatbots, ai_models, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["chatbot"].choices = [(c.pk, c.name + _type_suffix(c.chatbot_type)) for c in chatbots]
+        self.fields["chatbot"].widget.types = {c.pk: c.chatbot_type for c in chatbots}
         self.fields["ai_model"].choices = [
             (m.pk, m.name + _free_suffix(m) + _type_suffix(m.model_type)) for m in ai_models
         ]
+        self.fields["ai_model"].widget.types = {m.pk: m.model_type for m in ai_models}
 
 
 class SendForm(forms.Form):

@@ -3,12 +3,14 @@
 import html
 import re
 import uuid
+from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from chatbots.selectors import ai_model_list, chatbot_list
@@ -64,10 +66,16 @@ def _render_index(request, *, new_chat_form: NewChatForm | None = None, status: 
         sessions = list(selectors.session_list(user=request.user)[: SESSION_PAGE + 1])
         rows = [{"session": s, "snippet": None} for s in sessions[:SESSION_PAGE]]
         truncated = len(sessions) > SESSION_PAGE
+    for row in rows:
+        # Grouped under the day the chat was last active, in the site's time zone.
+        row["day"] = timezone.localdate(row["session"].updated_at)
+    today = timezone.localdate()
     context = {
         "rows": rows,
         "truncated": truncated,
         "query": query,
+        "today": today,
+        "yesterday": today - timedelta(days=1),
         "search_form": search_form,
         "new_chat_form": new_chat_form or _new_chat_form(),
     }
@@ -128,13 +136,17 @@ def _render_detail(
     # The newest MESSAGE_PAGE messages, shown oldest first; exports hold the whole chat.
     latest = list(selectors.message_list(session=session).reverse()[: MESSAGE_PAGE + 1])
     chat_messages = latest[:MESSAGE_PAGE][::-1]
+    is_image = session.chatbot.chatbot_type == "image"
+    send_form = send_form or SendForm()
+    if is_image:
+        send_form.fields["content"].widget.attrs["aria-describedby"] = "composer-hint"
     context = {
         "session": session,
         "chat_messages": chat_messages,
         "truncated": len(latest) > MESSAGE_PAGE,
         "can_regenerate": any(not m.disabled for m in chat_messages),
-        "is_image": session.chatbot.chatbot_type == "image",
-        "send_form": send_form or SendForm(),
+        "is_image": is_image,
+        "send_form": send_form,
         "rename_form": rename_form or RenameForm(initial={"title": session.title}),
         "error": _error(error, saved=saved) if error is not None else None,
     }

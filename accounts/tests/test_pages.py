@@ -1,8 +1,10 @@
 import re
+from datetime import timedelta
 
 import pytest
 from django.core import mail
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import User
 from accounts.services import verification_token
@@ -224,6 +226,24 @@ def test_account_page_shows_the_user_tier_and_limits(client, user, default_tier)
     assert "Resend verification email" in body
 
 
+def test_account_page_lists_recent_usage_and_charts_messages_per_day(client, user, ai_model):
+    now = timezone.now()
+    for _ in range(2):
+        UsageEventFactory(user=user, ai_model=ai_model, created_at=now - timedelta(days=3), billed_tokens=1234)
+    UsageEventFactory(user=user, ai_model=ai_model, created_at=now - timedelta(days=40))
+    client.force_login(user)
+
+    body = client.get("/account/").content.decode()
+
+    assert body.count('<tr class="released">') == 0
+    assert body.count("<td>GPT-4</td>") == 3
+    assert '<td class="num">1,234</td>' in body
+    assert body.count("<rect ") == 30
+    assert f'data-day="{(now - timedelta(days=3)):%Y-%m-%d}" data-messages="2"' in body
+    assert body.count('data-messages="0"') == 29  # the 40-day-old message is outside the chart
+    assert "Total cost this period:" in body
+
+
 def test_account_page_without_any_tier_says_so(client, user):
     user.subscriptions.all().delete()
     SubscriptionType.objects.all().delete()
@@ -262,9 +282,10 @@ def test_account_page_query_count(client, user, default_tier, django_assert_max_
     client.get("/account/")  # the first visit may start the default-tier period
 
     # session, user, current subscription with its tier, the hourly buckets, the ledger's edge
-    # hours, the exact time of the oldest usage in whole buckets (for "resets at"), and
-    # whether any model reaches a real upstream (the demo banner)
-    with django_assert_max_num_queries(7):
+    # hours, the exact time of the oldest usage in whole buckets (for "resets at"), the last
+    # 20 ledger rows joined to their model (recent usage), the day buckets of the last 30 days
+    # (the chart), and whether any model reaches a real upstream (the demo banner)
+    with django_assert_max_num_queries(9):
         response = client.get("/account/")
     assert response.status_code == 200
 

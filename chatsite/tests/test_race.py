@@ -119,7 +119,8 @@ def _other_connections() -> int:
 def servers(transactional_db, tmp_path):
     """Two app servers on the test database, stopped (and their connections gone) after the test."""
     env = {
-        **os.environ,
+        # Not the browser tests' async-unsafe allowance: these servers run as in production.
+        **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
         "DJANGO_SETTINGS_MODULE": "chatsite.settings",
         "DATABASE_URL": _database_url(),
         # Connections close after each request, so none idle on between rounds.

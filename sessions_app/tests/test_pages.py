@@ -73,7 +73,7 @@ def test_new_chat_form_offers_active_chatbots_and_models_and_marks_free_ones(own
 
     assert "General Assistant" in body
     assert "GPT-4" in body
-    assert "Tiny Llama · free" in body
+    assert "Tiny Llama (free)" in body
     assert "Retired" not in body
 
 
