@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-requirements
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run serve test lint migrate bench clean
+.PHONY: setup run serve test fuzz lint migrate bench clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python manage.py makemigrations --check --dry-run --settings=chatsite.test_settings
 	$(BIN)/pytest
+
+# Not part of `make test` (which fuzzes 20 requests per operation): the API fuzzed from its schema
+# with FUZZ_EXAMPLES random requests per operation (default 500).
+FUZZ_EXAMPLES ?= 500
+fuzz: setup
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest chatsite/tests/test_fuzz.py
 
 # Not part of `make test`: times quota reservations over 0 and 1,000,000 ledger rows on PostgreSQL
 # (DATABASE_URL, default postgres://chatsite:chatsite@127.0.0.1:5432/chatsite_bench) and writes BENCHMARKS.md.

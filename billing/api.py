@@ -8,6 +8,7 @@ from billing import selectors
 from billing.serializers import ChatSessionUsageSerializer
 from chatbots.services import model_test_usage
 from chatsite.errors import InvalidInput
+from chatsite.schema import REPLY_ERRORS
 
 
 class ChatSessionUsageViewSet(viewsets.ReadOnlyModelViewSet):
@@ -29,24 +30,27 @@ class TestModelUsageView(APIView):
     @extend_schema(
         request=None,
         parameters=[OpenApiParameter("model_name", str, required=True, description="model_id or name.")],
-        responses=inline_serializer(
-            "TestModelUsageOutput",
-            {
-                "success": serializers.BooleanField(),
-                "message": serializers.CharField(),
-                "response": serializers.CharField(),
-                "usage_recorded": inline_serializer(
-                    "UsageRecorded",
-                    {
-                        "usage_id": serializers.IntegerField(),
-                        "model_name": serializers.CharField(),
-                        "tokens": serializers.IntegerField(),
-                        "cost": serializers.FloatField(),
-                        "timestamp": serializers.DateTimeField(),
-                    },
-                ),
-            },
-        ),
+        responses={
+            200: inline_serializer(
+                "TestModelUsageOutput",
+                {
+                    "success": serializers.BooleanField(),
+                    "message": serializers.CharField(),
+                    "response": serializers.CharField(),
+                    "usage_recorded": inline_serializer(
+                        "UsageRecorded",
+                        {
+                            "usage_id": serializers.IntegerField(),
+                            "model_name": serializers.CharField(),
+                            "tokens": serializers.IntegerField(),
+                            "cost": serializers.FloatField(),
+                            "timestamp": serializers.DateTimeField(),
+                        },
+                    ),
+                },
+            ),
+            **REPLY_ERRORS,
+        },
     )
     def post(self, request):
         model_name = request.query_params.get("model_name", "").strip()

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from chatsite.errors import ChatsiteError
+from chatsite.middleware import DATABASE_ERRORS, RETRY_AFTER_SECONDS, UNAVAILABLE, database_connections_reset
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,14 @@ def exception_handler(exc, context):
     if isinstance(exc, ChatsiteError):
         set_rollback()
         return Response(exc.as_dict(), status=exc.status, headers=exc.headers)
+    if isinstance(exc, DATABASE_ERRORS):
+        set_rollback()
+        database_connections_reset(exc)
+        return Response(
+            dict(UNAVAILABLE),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

@@ -1,12 +1,15 @@
 """Project-wide views: health checks and error pages that speak JSON under /api/."""
 
 import logging
+import sys
 
 from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+from chatsite.middleware import DATABASE_ERRORS, database_unavailable_response
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,10 @@ def permission_denied(request, exception=None):
 
 
 def server_error(request):
+    exc = sys.exc_info()[1]
+    if isinstance(exc, DATABASE_ERRORS):
+        # Raised outside a view (a middleware saving the session): still an outage, not a bug.
+        return database_unavailable_response(request, exc)
     if _is_api(request):
         return JsonResponse({"detail": "Server error.", "code": "server_error"}, status=500)
     return render(request, "500.html", status=500)

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 
 from billing.quotas import rate_limit_headers
 from chatsite.errors import InvalidInput
+from chatsite.schema import REPLY_ERRORS, REPLY_EVENTS, error_responses
 from sessions_app import exports, selectors, services
 from sessions_app.models import ChatMessage
 from sessions_app.serializers import (
@@ -24,6 +25,7 @@ from sessions_app.serializers import (
     EditOutput,
     MessagesOutput,
     RegenerateInput,
+    RegenerateOutput,
     SendInput,
     SendOutput,
     SessionCreateInput,
@@ -160,7 +162,7 @@ class ChatSessionViewSet(
     def partial_update(self, request, pk=None):
         return self._update(request, partial=True)
 
-    @extend_schema(responses=SuccessOutput)
+    @extend_schema(responses={200: SuccessOutput})
     def destroy(self, request, pk=None):
         services.session_delete(session=self.get_object())
         return Response({"success": True})
@@ -180,8 +182,10 @@ class ChatSessionViewSet(
             )
         ],
         responses={
-            201: SendOutput,
-            (200, "text/event-stream"): OpenApiTypes.STR,
+            (201, "application/json"): SendOutput,
+            (200, "text/event-stream"): REPLY_EVENTS,
+            **error_responses(409),
+            **REPLY_ERRORS,
         },
     )
     @action(detail=True, methods=["post"], renderer_classes=STREAM_RENDERERS)
@@ -209,7 +213,11 @@ class ChatSessionViewSet(
 
     @extend_schema(
         request=RegenerateInput,
-        responses={201: ChatMessageSerializer, (200, "text/event-stream"): OpenApiTypes.STR},
+        responses={
+            (201, "application/json"): RegenerateOutput,
+            (200, "text/event-stream"): REPLY_EVENTS,
+            **REPLY_ERRORS,
+        },
     )
     @action(detail=True, methods=["post"], renderer_classes=STREAM_RENDERERS)
     def regenerate(self, request, pk=None):
@@ -235,7 +243,7 @@ class ChatSessionViewSet(
         parameters=[
             OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER, description="Resume after this event id.")
         ],
-        responses={(200, "text/event-stream"): OpenApiTypes.STR},
+        responses={(200, "text/event-stream"): REPLY_EVENTS},
     )
     @action(
         detail=True,
@@ -261,7 +269,14 @@ class ChatSessionViewSet(
         session = services.session_update_title(session=session, title=data["title"])
         return Response({"success": True, "title": session.title})
 
-    @extend_schema(request=EditInput, responses={200: EditOutput, (200, "text/event-stream"): OpenApiTypes.STR})
+    @extend_schema(
+        request=EditInput,
+        responses={
+            (200, "application/json"): EditOutput,
+            (200, "text/event-stream"): REPLY_EVENTS,
+            **REPLY_ERRORS,
+        },
+    )
     @action(
         detail=True,
         methods=["post"],

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import connections, transaction
+from django.db import InterfaceError, OperationalError, connection, connections, transaction
 from django.utils import timezone
 
 from billing.models import UsageEvent
@@ -169,13 +169,34 @@ def reply_run(job: ReplyJob, generation: Generation) -> None:
         error = UpstreamError()
         error.__cause__ = exc
     try:
-        _reply_finish(job, generation, usage=usage, stopped=stopped, error=error)
+        _reply_finish_retrying(job, generation, usage=usage, stopped=stopped, error=error)
         if error is None or generation.content:
             # Before `done`, so the event can carry the chat's new title.
             title_auto(session_pk=job.session_pk)
     finally:
         generation.finish()
         _unregister(generation)
+
+
+# A database restart while a reply ends must not strand it "generating" with its usage reserved.
+FINISH_RETRY_SECONDS = 30.0
+
+
+def _reply_finish_retrying(job: ReplyJob, generation: Generation, **outcome) -> None:
+    """Finish the reply, waiting for the database if it is away; the finish is safe to run twice."""
+    deadline = time.monotonic() + FINISH_RETRY_SECONDS
+    pause = 0.1
+    while True:
+        try:
+            _reply_finish(job, generation, **outcome)
+            return
+        except (OperationalError, InterfaceError):
+            if connection.in_atomic_block or time.monotonic() + pause > deadline:
+                raise
+            logger.warning("reply %s: the database is unavailable; finishing again in %.1f s", job.reply_pk, pause)
+        connection.close()  # the next attempt opens a new one
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)
 
 
 FINISH_FIELDS = [

@@ -23,7 +23,7 @@ class ChatSessionSearchResultSerializer(ChatSessionSerializer):
 
 
 class ChatMessageSerializer(serializers.ModelSerializer):
-    ai_model = serializers.SlugRelatedField(slug_field="model_id", read_only=True)
+    ai_model = serializers.SlugRelatedField(slug_field="model_id", read_only=True, allow_null=True)
 
     class Meta:
         model = ChatMessage
@@ -94,6 +94,10 @@ class MessagesOutput(serializers.Serializer):
 
 class SendOutput(serializers.Serializer):
     user_message = ChatMessageSerializer()
+    assistant_message = ChatMessageSerializer()
+
+
+class RegenerateOutput(serializers.Serializer):
     assistant_message = ChatMessageSerializer()
 
 

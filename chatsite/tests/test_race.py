@@ -6,18 +6,10 @@ each. Exactly 7 may pass, whichever process or thread takes them, because every
 reservation queues on the lock of the user's subscription row in PostgreSQL.
 """
 
-import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import requests
@@ -30,6 +22,7 @@ from billing.quotas import floor_hour
 from billing.services import subscription_assign
 from billing.tests.factories import SubscriptionTypeFactory, UsageEventFactory
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
+from chatsite.testing.appserver import BOOT_SECONDS, AppServer, production_env, wait_connections_gone
 from sessions_app.models import ChatMessage
 from sessions_app.tests.factories import ChatSessionFactory
 
@@ -40,107 +33,23 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
 LIMIT, USED_BEFORE = 10, 3
 LEFT = LIMIT - USED_BEFORE
 SENDS = 60
 ROUNDS = 3
-BOOT_SECONDS = 20
 REQUEST_SECONDS = 30
-
-
-class AppServer:
-    """One gunicorn process group on 127.0.0.1 serving the test database; its output goes to files."""
-
-    def __init__(self, *, name: str, env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.stdout_path = log_dir / f"{name}.out"
-        self.stderr_path = log_dir / f"{name}.err"
-        self.env = {**env, "GUNICORN_BIND": f"127.0.0.1:{self.port}"}
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
-            # A session of its own: the group id is the master's pid, so stop() reaches its workers too.
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "chatsite.wsgi"],
-                cwd=ROOT, env=self.env, stdout=stdout, stderr=stderr, start_new_session=True,
-            )  # fmt: skip
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")[-5000:]
-
-    def wait_ready(self, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"{self.name} exited with {self.process.returncode} while starting:\n{self.stderr()}")
-            try:
-                if requests.get(f"{self.url}/health/ready/", timeout=1).status_code == 200:
-                    return
-            except (requests.ConnectionError, requests.Timeout):
-                pass  # not listening yet, or listening while its workers still boot
-            time.sleep(0.1)
-        pytest.fail(f"{self.name} was not ready on {self.url} within {BOOT_SECONDS} s:\n{self.stderr()}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()  # gunicorn's graceful shutdown: workers finish and close their connections
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    credentials = f"{quote(db['USER'], safe='')}:{quote(db['PASSWORD'], safe='')}@"
-    return f"postgres://{credentials}{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{quote(db['NAME'], safe='')}"
-
-
-def _other_connections() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        return cursor.fetchone()[0]
 
 
 @pytest.fixture
 def servers(transactional_db, tmp_path):
     """Two app servers on the test database, stopped (and their connections gone) after the test."""
-    env = {
-        # Not the browser tests' async-unsafe allowance: these servers run as in production.
-        **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
-        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
-        "DATABASE_URL": _database_url(),
+    env = production_env(
+        tmp_path / "media",
         # Connections close after each request, so none idle on between rounds.
-        "CONN_MAX_AGE": "0",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "DEBUG": "0",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "SECURE_SSL_REDIRECT": "0",
-        "SESSION_COOKIE_SECURE": "0",
-        "CSRF_COOKIE_SECURE": "0",
-        "STATICFILES_STORAGE": "django.contrib.staticfiles.storage.StaticFilesStorage",
-        "DEMO_STREAM_DELAY": "0",
-        "AI_API_KEY": "",
-        "OPENROUTER_API_KEY": "",
-        "TITLE_MODEL": "",
-        "MEDIA_ROOT": str(tmp_path / "media"),
-        "GUNICORN_WORKERS": "2",
-        "GUNICORN_THREADS": "16",
-        "GUNICORN_GRACEFUL_TIMEOUT": "5",
-    }
+        CONN_MAX_AGE="0",
+        GUNICORN_WORKERS="2",
+        GUNICORN_THREADS="16",
+    )
     pair = [AppServer(name=f"gunicorn-{n}", env=env, log_dir=tmp_path) for n in (1, 2)]
     try:
         for server in pair:
@@ -152,10 +61,7 @@ def servers(transactional_db, tmp_path):
     finally:
         for server in pair:
             server.stop()
-        # PostgreSQL ends a backend a moment after its client goes; the test database is dropped later.
-        deadline = time.monotonic() + 10
-        while _other_connections() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_connections_gone()
 
 
 def _log_in(server: AppServer, email: str) -> dict[str, str]:
