@@ -41,8 +41,8 @@ test: setup
 	$(BIN)/python manage.py makemigrations --check --dry-run --settings=chatsite.test_settings
 	$(BIN)/pytest
 
-# Not part of `make test` (which fuzzes 20 requests per operation): the API fuzzed from its schema
-# with FUZZ_EXAMPLES random requests per operation (default 500).
+# Not part of `make test` (which fuzzes the same 20 requests per operation every time): the API fuzzed
+# from its schema with FUZZ_EXAMPLES new random requests per operation; FUZZ_SEED=n repeats a run.
 FUZZ_EXAMPLES ?= 500
 fuzz: setup
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest chatsite/tests/test_fuzz.py
