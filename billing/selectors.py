@@ -13,12 +13,17 @@ def session_usage_list(*, user) -> QuerySet[ChatSessionUsage]:
     return ChatSessionUsage.objects.filter(user=user).order_by("-updated_at", "-id")
 
 
-def subscription_current_get(*, user, now: datetime | None = None) -> UserSubscription | None:
-    """The user's current subscription, or None: unlike subscription_current, never starts one."""
+def subscription_current_get(*, user, now: datetime | None = None, lock: bool = False) -> UserSubscription | None:
+    """The user's current subscription, or None: unlike subscription_current, never starts one.
+
+    With `lock`, the row is locked (SELECT ... FOR UPDATE) for the caller's transaction.
+    """
     now = now or timezone.now()
+    subscriptions = UserSubscription.objects.select_related("subscription_type", "user")
+    if lock:
+        subscriptions = subscriptions.select_for_update(of=("self",))
     return (
-        UserSubscription.objects.select_related("subscription_type", "user")
-        .filter(user=user, is_active=True, start_date__lte=now, end_date__gt=now)
+        subscriptions.filter(user=user, is_active=True, start_date__lte=now, end_date__gt=now)
         .order_by("-start_date", "-id")
         .first()
     )

@@ -22,6 +22,7 @@ from billing.quotas import (
     rate_limit_headers,
     tightest,
 )
+from billing.selectors import subscription_current_get
 from chatsite.errors import NoSubscription, QuotaExceeded
 
 
@@ -51,30 +52,19 @@ def subscription_extend(*, subscription: UserSubscription, days: int) -> UserSub
 def subscription_current(*, user) -> UserSubscription:
     """Return the user's current subscription, starting a default-tier period when none is current."""
     now = timezone.now()
-    current = _current(user, now)
+    current = subscription_current_get(user=user, now=now)
     if current is not None:
         return current
     with transaction.atomic():
         # Lock the user so two first requests do not both start a period.
         get_user_model().objects.select_for_update().filter(pk=user.pk).first()
-        current = _current(user, now)
+        current = subscription_current_get(user=user, now=now)
         if current is not None:
             return current
         default = SubscriptionType.objects.filter(is_default=True, is_active=True).first()
         if default is None:
             raise NoSubscription("You have no active subscription and there is no default tier.")
         return subscription_assign(user=user, subscription_type=default, start=now)
-
-
-def _current(user, now: datetime, *, lock: bool = False) -> UserSubscription | None:
-    subscriptions = UserSubscription.objects.select_related("subscription_type")
-    if lock:
-        subscriptions = subscriptions.select_for_update(of=("self",))
-    return (
-        subscriptions.filter(user=user, is_active=True, start_date__lte=now, end_date__gt=now)
-        .order_by("-start_date", "-id")
-        .first()
-    )
 
 
 def subscriptions_expire(*, now: datetime | None = None) -> int:
@@ -97,9 +87,10 @@ def usage_reserve(
     with transaction.atomic():
         # Lock the subscription row: concurrent reservations of one user, from any process
         # or server, queue here, and each one checks the usage the previous one committed.
-        subscription = _current(user, timezone.now(), lock=True)
+        subscription = subscription_current_get(user=user, lock=True)
         if subscription is None:
-            subscription = _current(user, subscription_current(user=user).start_date, lock=True)
+            started = subscription_current(user=user).start_date
+            subscription = subscription_current_get(user=user, now=started, lock=True)
         tier = subscription.subscription_type
         now = timezone.now()
         klass = event_class(kind=kind, is_free_model=ai_model.is_free)

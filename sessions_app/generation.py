@@ -286,9 +286,6 @@ def reply_wait(*, reply_pk: int, poll: float = 0.25) -> None:
     """Wait until a reply, run here or on another server, is no longer generating."""
     generation = generation_live(reply_pk)
     if generation is not None:
-        while not generation.wait(len(generation.content), timeout=60):
-            pass
-        # Past len(content) only the finish wakes the wait; loop until it came.
         while not generation.finished:
             generation.wait(len(generation.content), timeout=60)
         return

@@ -84,7 +84,8 @@ def reply_events(reply_pk: int, offset: int = 0) -> Iterator[bytes]:
     generation = generation_live(reply_pk)
     if generation is not None:
         yield from _follow_local(generation, offset)
-    yield from _follow_database(reply_pk, offset) if generation is None else ()
+    else:
+        yield from _follow_database(reply_pk, offset)
     reply = ChatMessage.objects.select_related("ai_model").filter(pk=reply_pk).first()
     if reply is None:
         yield sse("error", {"detail": "The reply was deleted.", "code": "not_found"})
