@@ -1,4 +1,4 @@
-"""Real gunicorn app servers for tests, serving the test database with production settings."""
+"""Real gunicorn app servers for tests and benchmarks, serving their database with production settings."""
 
 import os
 import secrets
@@ -10,12 +10,15 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-import pytest
 import requests
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOT_SECONDS = 20
+
+
+class ServerError(RuntimeError):
+    """An app server that exited or did not answer while starting."""
 
 
 class AppServer:
@@ -44,14 +47,14 @@ class AppServer:
     def wait_ready(self, deadline: float) -> None:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                pytest.fail(f"{self.name} exited with {self.process.returncode} while starting:\n{self.stderr()}")
+                raise ServerError(f"{self.name} exited with {self.process.returncode} while starting:\n{self.stderr()}")
             try:
                 if requests.get(f"{self.url}/health/ready/", timeout=1).status_code == 200:
                     return
             except (requests.ConnectionError, requests.Timeout):
                 pass  # not listening yet, or listening while its workers still boot
             time.sleep(0.1)
-        pytest.fail(f"{self.name} was not ready on {self.url} within {BOOT_SECONDS} s:\n{self.stderr()}")
+        raise ServerError(f"{self.name} was not ready on {self.url} within {BOOT_SECONDS} s:\n{self.stderr()}")
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

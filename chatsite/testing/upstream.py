@@ -10,7 +10,10 @@ if the request asked for it, or an image when it asked for "modalities": ["image
 a small PNG for /images/generations, the catalogue for GET /models.
 
 Run `python -m chatsite.testing.upstream --port 8001` for a standalone upstream that
-always answers the defaults.
+always answers the defaults. With `--stamped N --delay S` (the benchmarks' upstream) a chat
+completion is N pieces sent S seconds apart, each piece the wall-clock time it was sent,
+so a client on the same machine can tell how long chatsite held each one; `--no-record`
+keeps no request log, for long runs.
 """
 
 import argparse
@@ -66,8 +69,10 @@ DEFAULT_CATALOGUE = [
 class StubUpstream:
     """An OpenAI-compatible upstream on 127.0.0.1 that answers what each test scripts."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, *, record: bool = True, stamped: tuple[int, float] | None = None) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.record = record
+        self.stamped = stamped  # (pieces, seconds between them) for the default chat reply
         self._replies: deque[tuple[str, dict[str, Any]]] = deque()
         self._catalogue: list[dict[str, Any]] = list(DEFAULT_CATALOGUE)
         self._images: dict[str, tuple[bytes, str]] = {}
@@ -192,7 +197,8 @@ class StubUpstream:
 
     def _record(self, record: dict[str, Any]) -> None:
         with self._changed:
-            self.requests.append(record)
+            if self.record:
+                self.requests.append(record)
             self._changed.notify_all()
 
     def _mark_disconnected(self, record: dict[str, Any]) -> None:
@@ -223,6 +229,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
     timeout = 30  # an idle kept-alive connection ends on its own
+    # Headers and body leave in separate writes; without this, Nagle's algorithm holds the body
+    # until the client's delayed ACK of the headers, 40 ms later on Linux.
+    disable_nagle_algorithm = True
 
     def setup(self) -> None:
         super().setup()
@@ -290,6 +299,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply_image(tiny_png(), via="images", cost=None)
         elif "image" in (self.request_json.get("modalities") or []):
             self._reply_image(tiny_png(), via="chat", cost=None)
+        elif self.server.stub.stamped:
+            self._reply_stamped(*self.server.stub.stamped)
         else:
             self._reply_text(DEFAULT_TEXT, chunks=None, usage=DEFAULT_USAGE, cost=None, delay=0.0)
 
@@ -330,6 +341,29 @@ class _Handler(BaseHTTPRequestHandler):
         if usage_body is not None:
             self._write_chunk(event([], usage=usage_body))
         self._write_chunk(b"data: [DONE]\n\n")
+        self._end_chunked()
+
+    def _reply_stamped(self, pieces: int, delay: float) -> None:
+        """`pieces` pieces, each its send time as "[1732171234.123456] "; one body with them all unless streamed."""
+        if not self.request_json.get("stream"):
+            text = "".join(stamp() for _ in range(pieces))
+            self._reply_text(text, chunks=None, usage=DEFAULT_USAGE, cost=None, delay=0.0)
+            return
+        model = self.request_json.get("model", "stub/chat")
+
+        def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+            choices = [{"index": 0, "delta": delta, "finish_reason": finish}] if delta is not None else []
+            chunk = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": int(time.time())}
+            return b"data: " + json.dumps(chunk | {"model": model, "choices": choices, **extra}).encode() + b"\n\n"
+
+        self._start_chunked(200, "text/event-stream")
+        for i in range(pieces):
+            if i:
+                self.server.stub._pause(delay)
+            self._write_chunk(event({"content": stamp()}))
+        prompt = DEFAULT_USAGE[0]
+        usage = {"prompt_tokens": prompt, "completion_tokens": pieces, "total_tokens": prompt + pieces}
+        self._write_chunk(event({}, "stop") + event(None, usage=usage) + b"data: [DONE]\n\n")
         self._end_chunked()
 
     def _reply_raw(self, *, pieces: list[bytes], delay: float, status: int, content_type: str, cut: bool) -> None:
@@ -425,6 +459,10 @@ class _Handler(BaseHTTPRequestHandler):
             raise _ClientGone from exc
 
 
+def stamp() -> str:
+    return f"[{time.time():.6f}] "
+
+
 def split_text(text: str, parts: int = 4) -> list[str]:
     """Cut `text` into about `parts` pieces that join back to it exactly."""
     size = max(1, math.ceil(len(text) / parts))
@@ -434,8 +472,12 @@ def split_text(text: str, parts: int = 4) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve the stub OpenAI-compatible upstream with its default replies.")
     parser.add_argument("--port", type=int, default=8001)
-    port = parser.parse_args().port
-    with StubUpstream(port=port) as stub:
+    parser.add_argument("--stamped", type=int, metavar="N", help="answer chats with N time-stamped pieces")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds between stamped pieces")
+    parser.add_argument("--no-record", action="store_true", help="keep no log of requests")
+    args = parser.parse_args()
+    stamped = (args.stamped, args.delay) if args.stamped else None
+    with StubUpstream(port=args.port, record=not args.no_record, stamped=stamped) as stub:
         print(f"Stub upstream at {stub.base_url} (Ctrl-C stops it)")
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()

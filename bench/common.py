@@ -1,0 +1,186 @@
+"""What the benchmarks share: the machine's description, figures, and their sections of BENCHMARKS.md."""
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import django
+import psutil
+import psycopg
+import requests
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+WORK = ROOT / "bench" / ".work"  # clients, samples and logs of the last run; not committed
+DEFAULT_URL = "postgres://chatsite:chatsite@127.0.0.1:5432/chatsite_bench_app"
+
+
+def setup() -> str:
+    """Point this process's Django at the benchmarks' database (created when missing) and set it up."""
+    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
+    create_database(url)
+    os.environ.update(
+        DATABASE_URL=url,
+        DJANGO_SETTINGS_MODULE="chatsite.settings",
+        SECRET_KEY=os.environ.get("SECRET_KEY") or "benchmark-only-this-process-serves-nothing",
+        DEBUG="0",
+        ALLOWED_HOSTS="127.0.0.1,testserver",
+        SECURE_SSL_REDIRECT="0",
+        SESSION_COOKIE_SECURE="0",
+        CSRF_COOKIE_SECURE="0",
+        TITLE_MODEL="",
+        AI_API_KEY="",
+        OPENROUTER_API_KEY="",
+    )
+    django.setup()
+    WORK.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def create_database(url: str) -> None:
+    """Create the database of `url` through the server's `postgres` database, unless it exists."""
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        pg = cursor.fetchone()[0]
+        cursor.execute("SHOW synchronous_commit")
+        sync = cursor.fetchone()[0]
+    cpus = len(os.sched_getaffinity(0))
+    return (
+        f"{cpus} CPUs (nproc), {model}; PostgreSQL {pg} on 127.0.0.1 (synchronous_commit {sync}); "
+        f"Python {platform.python_version()}, Django {django.get_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+def load_average() -> str:
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+def masked(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+    return urlunsplit(parts)
+
+
+def percentiles(times: list[float]) -> dict[str, float]:
+    """p50, p95, p99 and mean of `times` (ms), exact over the samples."""
+    if not times:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "mean": float("nan")}
+    cuts = statistics.quantiles(times, n=100, method="inclusive") if len(times) > 1 else [times[0]] * 99
+    return {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98], "mean": statistics.fmean(times)}
+
+
+def write_section(heading: str, text: str, *, before: str | None = None) -> None:
+    """Replace the section under `heading` (up to the next "## ") in BENCHMARKS.md, or add it.
+
+    A new section goes in front of the section headed `before` when there is one, else at the end.
+    """
+    current = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    section = text.rstrip() + "\n"
+    if heading in current:
+        head, rest = current.split(heading, 1)
+        following = rest.find("\n## ")
+        current = head + section + (rest[following + 1 :] if following >= 0 else "")
+    elif before and before in current:
+        head, rest = current.split(before, 1)
+        current = head + section + "\n" + before + rest
+    else:
+        current = current.rstrip() + "\n\n" + section
+    BENCHMARKS.write_text(current.rstrip() + "\n")
+
+
+class Servers:
+    """The local upstream (time-stamped pieces) and gunicorn with production settings, on loopback ports."""
+
+    def __init__(self, *, pieces: int = 8, delay: float = 0.02) -> None:
+        from chatsite.testing.appserver import AppServer, free_port, production_env
+
+        self.upstream_port = free_port()
+        self.upstream_url = f"http://127.0.0.1:{self.upstream_port}/v1"
+        self.upstream_args = ["--port", str(self.upstream_port), "--stamped", str(pieces), "--delay", str(delay)]
+        media = WORK / "media"
+        media.mkdir(exist_ok=True)
+        # The same SECRET_KEY as this process, which signs the clients' sessions.
+        env = production_env(media, SECRET_KEY=os.environ["SECRET_KEY"])
+        self.app = AppServer(name="gunicorn", env=env, log_dir=WORK)
+        self.upstream: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Servers":
+        with open(WORK / "upstream.log", "wb") as log:
+            self.upstream = subprocess.Popen(
+                [sys.executable, "-m", "chatsite.testing.upstream", *self.upstream_args, "--no-record"],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                requests.get(f"{self.upstream_url}/models", timeout=1).raise_for_status()
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline or self.upstream.poll() is not None:
+                    raise RuntimeError("the local upstream did not start; see bench/.work/upstream.log") from None
+                time.sleep(0.1)
+        self.app.start()
+        self.app.wait_ready(time.monotonic() + 30)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.app.stop()
+        if self.upstream and self.upstream.poll() is None:
+            self.upstream.terminate()
+            self.upstream.wait(timeout=10)
+
+    def worker_rss(self) -> int:
+        """Resident memory of gunicorn's workers now, bytes."""
+        total = 0
+        for child in psutil.Process(self.app.process.pid).children():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += child.memory_info().rss
+        return total
+
+
+def run_locust(user_class: str, *, host: str, clients_file: Path, users: int, seconds: float, pace: float = 0,
+               record: Path | None = None, work: Path = WORK) -> dict:  # fmt: skip
+    """Run one locust scenario headless; return its samples {name: [ms]} and errors {what: count}.
+
+    Its samples and log go to `work`.
+    """
+    samples = work / f"samples-{user_class}.json"
+    samples.unlink(missing_ok=True)
+    env = {
+        **os.environ, "BENCH_CLIENTS": str(clients_file), "BENCH_PACE": str(pace), "BENCH_SAMPLES": str(samples),
+        **({"BENCH_RECORD": str(record)} if record else {}),
+    }  # fmt: skip
+    command = [
+        sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"), "--headless",
+        "--host", host, "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--stop-timeout", "30",
+        "--only-summary", "--loglevel", "WARNING", user_class,
+    ]  # fmt: skip
+    log_path = work / f"locust-{user_class}.log"
+    with open(log_path, "wb") as log:
+        subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if not samples.exists():
+        raise RuntimeError(f"locust wrote no samples; its log {log_path}:\n{log_path.read_text()[-3000:]}")
+    return json.loads(samples.read_text())
