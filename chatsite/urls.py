@@ -1,3 +1,5 @@
+from csp.constants import NONCE, SELF
+from csp.decorators import csp_update
 from django.conf import settings
 from django.conf.urls.static import static
 from django.contrib import admin
@@ -13,6 +15,22 @@ from billing import api as billing_api
 from chatbots import api as chatbots_api
 from chatsite import views
 from sessions_app import api as sessions_api
+
+# The API docs widen the policy for themselves only. Swagger UI's init script is rendered inline
+# with this request's CSRF token; it runs because it carries this response's nonce.
+SWAGGER_CSP = {"script-src": [NONCE]}
+# Redoc draws with CSS-in-JS: the <style> elements it inserts once started carry this response's
+# nonce (static/chatsite/redoc.js hands it over); the scrollbar CSS it inserts while loading,
+# before any nonce can reach it, is let in by its hash (and the empty element it starts as).
+# Its search runs in a worker made from a blob: URL.
+REDOC_CSP = {
+    "style-src": [
+        NONCE,
+        "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='",  # ""
+        "'sha256-QMIg+bpjm3JdElJ388KYke01izlUW0UoNOeKjpMxdgc='",  # perfect-scrollbar's CSS in redoc 2.5.4
+    ],
+    "worker-src": [SELF, "blob:"],
+}
 
 router = SimpleRouter()
 router.register("chatbots", chatbots_api.ChatbotViewSet, basename="chatbot")
@@ -40,11 +58,21 @@ api_urlpatterns = [
     ),
     path("debug/test-model-usage/", billing_api.TestModelUsageView.as_view(), name="debug-test-model-usage"),
     path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema", permission_classes=[AllowAny]), name="docs"),
+    path(
+        "docs/",
+        csp_update(SWAGGER_CSP)(
+            SpectacularSwaggerView.as_view(
+                url_name="api:schema", permission_classes=[AllowAny], template_name="chatsite/swagger_ui.html"
+            )
+        ),
+        name="docs",
+    ),
     path(
         "redoc/",
-        SpectacularRedocView.as_view(
-            url_name="api:schema", permission_classes=[AllowAny], template_name="chatsite/redoc.html"
+        csp_update(REDOC_CSP)(
+            SpectacularRedocView.as_view(
+                url_name="api:schema", permission_classes=[AllowAny], template_name="chatsite/redoc.html"
+            )
         ),
         name="redoc",
     ),
