@@ -1,10 +1,12 @@
 """Server-sent events for replies: the send stream, and following a reply from any server."""
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import InterfaceError, OperationalError
 from django.http import StreamingHttpResponse
 
 from billing.models import UsageEvent
@@ -13,6 +15,11 @@ from sessions_app.models import ChatMessage, ChatSession
 from sessions_app.rendering import message_html
 from sessions_app.serializers import ChatMessageSerializer
 
+logger = logging.getLogger(__name__)
+DATABASE_UNAVAILABLE = {
+    "detail": "The database is unavailable for a moment; the reply goes on. Follow it again shortly.",
+    "code": "database_unavailable",
+}
 KEEPALIVE_SECONDS = 15.0
 # How often a follower on another server than the generating one reads the database.
 POLL_SECONDS = 0.25
@@ -80,7 +87,19 @@ def _usage_data(reply_pk: int) -> dict | None:
 
 
 def reply_events(reply_pk: int, offset: int = 0) -> Iterator[bytes]:
-    """The deltas of a reply past `offset` characters as they arrive, then how it ended."""
+    """The deltas of a reply past `offset` characters as they arrive, then how it ended.
+
+    If the database goes away meanwhile the stream ends with an `error` event, not a cut: the
+    reply itself runs on and is saved once the database is back, so following it again finds it.
+    """
+    try:
+        yield from _reply_events(reply_pk, offset)
+    except (OperationalError, InterfaceError):
+        logger.warning("reply %s: the database is unavailable; its stream ends here", reply_pk)
+        yield sse("error", DATABASE_UNAVAILABLE)
+
+
+def _reply_events(reply_pk: int, offset: int) -> Iterator[bytes]:
     generation = generation_live(reply_pk)
     if generation is not None:
         yield from _follow_local(generation, offset)

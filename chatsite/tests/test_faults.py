@@ -35,7 +35,7 @@ from chatbots.tests.factories import AIModelFactory, ChatbotFactory
 from chatsite.middleware import UNAVAILABLE
 from chatsite.testing.appserver import BOOT_SECONDS, AppServer, production_env, wait_connections_gone
 from chatsite.testing.sse import arriving, events_only, parse_events
-from sessions_app import generation, selectors
+from sessions_app import generation, selectors, streaming
 from sessions_app.generation import Generation, reply_wait
 from sessions_app.models import ChatMessage
 from sessions_app.tests.factories import ChatSessionFactory
@@ -400,6 +400,24 @@ def test_a_reply_that_ends_while_the_database_is_away_is_saved_once_it_is_back(
     assert (reply.status, reply.content) == (ChatMessage.Status.COMPLETE, "Made it.")
     (event,) = UsageEvent.objects.all()
     assert (event.state, event.completion_tokens) == (UsageEvent.State.SETTLED, 3)
+    assert_counters_match_ledger(user)
+
+
+def test_a_stream_whose_database_goes_away_ends_with_an_error_event_and_the_reply_is_kept(
+    api_client, user, session, upstream, monkeypatch
+):
+    upstream.enqueue_text("All of it.", usage=(9, 3))
+    # The reply's own end is saved; then the stream's last reads find the database gone.
+    monkeypatch.setattr(streaming, "_usage_data", database_gone)
+
+    response = send(api_client, session, "Are you there?", stream=True)
+    events = events_only(parse_events(response.streaming_content))
+
+    assert [e.event for e in events][-2:] == ["assistant_message", "error"]
+    assert events[-1].data["code"] == "database_unavailable"
+    reply = ChatMessage.objects.get(message_type="assistant")
+    assert (reply.status, reply.content) == (ChatMessage.Status.COMPLETE, "All of it.")
+    assert_user_message_kept(session, "Are you there?")
     assert_counters_match_ledger(user)
 
 
