@@ -132,14 +132,9 @@ class ChatSessionViewSet(
     def list(self, request):
         limit = int_param(request, "limit", DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
         offset = int_param(request, "offset", 0)
-        sessions = self.get_queryset()
-        # Queries: the page of sessions (joined to chatbot and model), and the total count
-        # unless the page itself shows where the list ends.
-        page = list(sessions[offset : offset + limit])
-        if len(page) < limit and (page or offset == 0):
-            total = offset + len(page)
-        else:
-            total = sessions.count()
+        # Queries: the page of sessions joined to chatbot and model, carrying the total count;
+        # a count of its own only for an empty page past the first.
+        page, total = selectors.session_page(user=request.user, offset=offset, limit=limit)
         return Response(ChatSessionSerializer(page, many=True).data, headers={"X-Total-Count": str(total)})
 
     @extend_schema(request=SessionCreateInput, responses={201: ChatSessionSerializer})
@@ -170,8 +165,11 @@ class ChatSessionViewSet(
     @extend_schema(responses=MessagesOutput)
     @action(detail=True, methods=["get"])
     def messages(self, request, pk=None):
-        # Queries: the session (with chatbot and model), then its messages with their model.
-        messages = selectors.message_list(session=self.get_object())
+        # Query: the user's chat left-joined to its messages and their model, so an empty chat
+        # costs no more and another user's chat is a 404 all the same.
+        messages = selectors.message_list_owned(user=request.user, session_id=int(pk))
+        if messages is None:
+            raise Http404
         return Response({"messages": ChatMessageSerializer(messages, many=True).data})
 
     @extend_schema(

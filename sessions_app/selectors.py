@@ -1,9 +1,10 @@
 """Reads of chat sessions and messages, already joined to what their serializers show."""
 
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils.html import escape
 
+from chatbots.models import AIModel
 from sessions_app.models import ChatMessage, ChatSession
 
 # ts_headline marks matches with these control characters; the text around them is
@@ -14,6 +15,18 @@ SEARCH_CONFIG = "english"
 
 def session_list(*, user) -> QuerySet[ChatSession]:
     return ChatSession.objects.filter(user=user).select_related("chatbot", "ai_model").order_by("-updated_at", "-id")
+
+
+def session_page(*, user, offset: int, limit: int) -> tuple[list[ChatSession], int]:
+    """One page of the user's chats, newest first, and how many chats the user has in all."""
+    sessions = session_list(user=user)
+    # The total rides along as an uncorrelated subquery, which the database runs once.
+    count = ChatSession.objects.filter(user=user).order_by().values("user").annotate(n=Count("*")).values("n")
+    page = list(sessions.annotate(total=Subquery(count))[offset : offset + limit])
+    if page:
+        return page, page[0].total
+    # An empty page says nothing about the total, unless it is the first one.
+    return page, sessions.count() if offset else 0
 
 
 def session_get(*, user, session_id: int) -> ChatSession | None:
@@ -27,6 +40,36 @@ def session_any(*, session_id: int) -> ChatSession | None:
 
 def message_list(*, session: ChatSession) -> QuerySet[ChatMessage]:
     return ChatMessage.objects.filter(session=session).select_related("ai_model").order_by("created_at", "id")
+
+
+_MESSAGE_FIELDS = ChatMessage._meta.concrete_fields
+
+
+def message_list_owned(*, user, session_id: int) -> list[ChatMessage] | None:
+    """The messages of the user's chat, oldest first, each with its model; None if there is no such chat.
+
+    One query: the chat left-joined to its messages, so an empty chat is one row of
+    nulls and a chat that is not the user's is no row at all.
+    """
+    query = (
+        ChatSession.objects.filter(pk=session_id, user=user)
+        .order_by("messages__created_at", "messages__id")
+        .values_list(*[f"messages__{field.name}" for field in _MESSAGE_FIELDS], "messages__ai_model__model_id")
+    )
+    rows = list(query)
+    if not rows:
+        return None
+    names = [field.attname for field in _MESSAGE_FIELDS]
+    messages = []
+    for *values, model_id in rows:
+        if values[0] is None:
+            continue  # the one row of an empty chat
+        message = ChatMessage.from_db(query.db, names, values)
+        if message.ai_model_id is not None:
+            # Only the model_id is shown; the model's other fields load if anything asks for them.
+            message.ai_model = AIModel.from_db(query.db, ["id", "model_id"], [message.ai_model_id, model_id])
+        messages.append(message)
+    return messages
 
 
 def _highlight(text: str) -> str:

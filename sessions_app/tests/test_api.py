@@ -3,11 +3,13 @@ import uuid
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from billing.models import ChatSessionUsage, UsageEvent
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
 from chatsite.tests.shapes import assert_message_shape, assert_session_shape
 from sessions_app.models import ChatMessage, ChatSession
+from sessions_app.serializers import ChatMessageSerializer
 from sessions_app.tests.factories import ChatMessageFactory, ChatSessionFactory
 
 
@@ -75,12 +77,39 @@ def test_list_sessions_paginates_with_limit_and_offset(api_client, user):
 
 
 def test_listing_100_sessions_costs_a_constant_number_of_queries(api_client, user, django_assert_max_num_queries):
-    ChatSessionFactory.create_batch(100, user=user, chatbot=ChatbotFactory(), ai_model=AIModelFactory())
+    ChatSessionFactory.create_batch(101, user=user, chatbot=ChatbotFactory(), ai_model=AIModelFactory())
 
-    # Queries: the session, the user, the page joined to chatbot and model, the total count.
-    with django_assert_max_num_queries(4):
+    # Queries: the session, the user, the page joined to chatbot and model with the total as a subquery.
+    with django_assert_max_num_queries(3):
         response = api_client.get("/api/chat-sessions/?limit=100")
     assert len(response.json()) == 100
+    assert response["X-Total-Count"] == "101"
+
+
+def test_listing_no_sessions_costs_three_queries(api_client, django_assert_max_num_queries):
+    # Queries: the session, the user, the empty first page (so the total is 0).
+    with django_assert_max_num_queries(3):
+        response = api_client.get("/api/chat-sessions/")
+    assert response.json() == []
+    assert response["X-Total-Count"] == "0"
+
+
+def test_a_page_past_the_end_still_counts_every_session(api_client, user, other_user, django_assert_max_num_queries):
+    ChatSessionFactory.create_batch(3, user=user)
+    ChatSessionFactory(user=other_user)
+
+    # Queries: the session, the user, the empty page, then a count of its own (an empty page has no total).
+    with django_assert_max_num_queries(4):
+        response = api_client.get("/api/chat-sessions/?limit=2&offset=3")
+    far = api_client.get("/api/chat-sessions/?offset=1000")
+    last = api_client.get("/api/chat-sessions/?limit=2&offset=2")
+
+    assert response.json() == []
+    assert response["X-Total-Count"] == "3"
+    assert far.json() == []
+    assert far["X-Total-Count"] == "3"
+    assert len(last.json()) == 1
+    assert last["X-Total-Count"] == "3"
 
 
 def test_get_session(api_client, chat_session):
@@ -176,6 +205,50 @@ def test_send_records_settled_usage(api_client, chat_session, user):
     assert usage.free_model_tokens_count == 0
 
 
+# Transaction control is not counted: outside tests each transaction is BEGIN/COMMIT, and
+# tests wrap everything in one transaction, which turns every block into a SAVEPOINT.
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
+
+
+def data_statements(captured: CaptureQueriesContext) -> list[str]:
+    return [query["sql"] for query in captured.captured_queries if not query["sql"].startswith(TRANSACTION_CONTROL)]
+
+
+# Strict: once sessions_app/generation.py and billing/services.py stop re-reading rows, these pass; drop the mark.
+SEND_QUERIES_PENDING = pytest.mark.xfail(
+    strict=True, reason="a send costs 21 statements (a first send 24) while the finish re-reads its rows"
+)
+
+
+@SEND_QUERIES_PENDING
+def test_the_first_send_of_a_chat_costs_at_most_15_queries(api_client, chat_session):
+    # Queries: the session, the user, the chat with chatbot and model; the user message, the history,
+    # the empty reply; the locked subscription, the quota sums, the ledger row, its buckets; the reply
+    # written, the usage settled, its buckets, the chat's usage; the chat touched and named.
+    with CaptureQueriesContext(connection) as captured:
+        response = send(api_client, chat_session, "Plan a trip")
+
+    assert response.status_code == 201
+    statements = data_statements(captured)
+    assert len(statements) <= 15, "\n".join(statements)
+    chat_session.refresh_from_db()
+    assert chat_session.title == "Plan a trip"
+
+
+@SEND_QUERIES_PENDING
+def test_a_send_in_a_chat_with_history_costs_at_most_15_queries(api_client, chat_session):
+    for text in ("first", "second", "third"):
+        send(api_client, chat_session, text)
+
+    # Queries: as the first send, but the chat is only touched (it has its title).
+    with CaptureQueriesContext(connection) as captured:
+        response = send(api_client, chat_session, "fourth")
+
+    assert response.status_code == 201
+    statements = data_statements(captured)
+    assert len(statements) <= 15, "\n".join(statements)
+
+
 def test_first_exchange_names_the_chat_from_its_first_words(api_client, chat_session):
     send(api_client, chat_session, "Plan a three day trip to Lisbon with a small budget please")
 
@@ -217,10 +290,50 @@ def test_listing_500_messages_costs_a_constant_number_of_queries(
 ):
     ChatMessageFactory.create_batch(500, session=chat_session)
 
-    # Queries: the session, the user, the chat (with chatbot and model), its messages with their model.
-    with django_assert_max_num_queries(4):
+    # Queries: the session, the user, the chat left-joined to its messages and their model.
+    with django_assert_max_num_queries(3):
         response = api_client.get(f"/api/chat-sessions/{chat_session.pk}/messages/")
     assert len(response.json()["messages"]) == 500
+
+
+def test_listing_the_messages_of_an_empty_chat_costs_three_queries(
+    api_client, chat_session, django_assert_max_num_queries
+):
+    # Queries: the session, the user, the chat left-joined to its (no) messages.
+    with django_assert_max_num_queries(3):
+        response = api_client.get(f"/api/chat-sessions/{chat_session.pk}/messages/")
+
+    assert response.status_code == 200
+    assert response.json() == {"messages": []}
+
+
+def test_listed_messages_match_the_saved_ones_with_their_models(api_client, chat_session):
+    send(api_client, chat_session, "first")
+    ChatMessageFactory(session=chat_session, ai_model=AIModelFactory(model_id="vendor/other"))
+    ChatMessageFactory(session=chat_session, ai_model=None)
+    expected = ChatMessageSerializer(ChatMessage.objects.filter(session=chat_session), many=True).data
+
+    response = api_client.get(f"/api/chat-sessions/{chat_session.pk}/messages/")
+
+    assert response.json()["messages"] == json.loads(json.dumps(expected))
+    assert [m["ai_model"] for m in response.json()["messages"]] == [None, "openai/gpt-4", "vendor/other", None]
+
+
+@pytest.mark.parametrize("session_id", ["0", "999999", "99999999999999999999999", "abc", "1.0", "-1"])
+def test_messages_of_a_chat_that_does_not_exist_are_404(api_client, session_id):
+    response = api_client.get(f"/api/chat-sessions/{session_id}/messages/")
+
+    assert response.status_code == 404
+
+
+def test_messages_of_another_users_chat_are_404(api_client, other_user):
+    theirs = ChatSessionFactory(user=other_user)
+    ChatMessageFactory(session=theirs)
+
+    response = api_client.get(f"/api/chat-sessions/{theirs.pk}/messages/")
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
 
 
 def test_regenerate_disables_the_last_reply_and_adds_a_new_one(api_client, chat_session):
