@@ -9,7 +9,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from billing.models import WINDOWS, ChatSessionUsage, SubscriptionType, UsageEvent, UserSubscription
+from billing.models import WINDOWS, SubscriptionType, UsageEvent, UserSubscription
 from billing.quotas import (
     FREE,
     Headroom,
@@ -180,27 +180,30 @@ def _event_bucket(event: UsageEvent) -> dict:
 def usage_settle(
     *, event: UsageEvent, prompt_tokens: int, completion_tokens: int, cost_usd: Decimal | None = None
 ) -> UsageEvent:
-    """Charge the real token counts and cost of a reply against its reservation."""
-    event = UsageEvent.objects.select_for_update(of=("self",)).select_related("ai_model").get(pk=event.pk)
-    if event.state != UsageEvent.State.RESERVED:
-        return event  # settled or released already: never charge twice
-    event.billed_tokens_reserved, event.cost_usd_reserved = event.billed_tokens, event.cost_usd
+    """Charge the real token counts and cost of a reply against its reservation.
+
+    `event` is the reservation as it was made: its reserved amounts never change while it
+    is reserved, and the update takes the row only while it still is, so a reply is
+    never charged twice and no read is needed first.
+    """
     model = event.ai_model
     multiplier = model.token_cost_multiplier if model else Decimal(1)
-    event.prompt_tokens = prompt_tokens
-    event.completion_tokens = completion_tokens
-    event.billed_tokens = billed_tokens(
-        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, multiplier=multiplier
-    )
+    tokens = billed_tokens(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, multiplier=multiplier)
     if cost_usd is None:
         cost_usd = model.price_usd(prompt_tokens, completion_tokens) if model else Decimal(0)
-    reserved_tokens, reserved_cost = event.billed_tokens_reserved, event.cost_usd_reserved
-    event.cost_usd = cost_usd
-    event.state = UsageEvent.State.SETTLED
-    event.save(update_fields=["prompt_tokens", "completion_tokens", "billed_tokens", "cost_usd", "state"])
-    _bucket_add(
-        **_event_bucket(event), tokens=event.billed_tokens - reserved_tokens, cost=event.cost_usd - reserved_cost
+    settled = UsageEvent.objects.filter(pk=event.pk, state=UsageEvent.State.RESERVED).update(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        billed_tokens=tokens,
+        cost_usd=cost_usd,
+        state=UsageEvent.State.SETTLED,
     )
+    if not settled:
+        return UsageEvent.objects.get(pk=event.pk)  # settled or released already
+    reserved_tokens, reserved_cost = event.billed_tokens, event.cost_usd
+    event.prompt_tokens, event.completion_tokens = prompt_tokens, completion_tokens
+    event.billed_tokens, event.cost_usd, event.state = tokens, cost_usd, UsageEvent.State.SETTLED
+    _bucket_add(**_event_bucket(event), tokens=tokens - reserved_tokens, cost=Decimal(cost_usd) - reserved_cost)
     if event.session_id:
         _session_usage_add(event)
     return event
@@ -220,12 +223,29 @@ def usage_release(*, event: UsageEvent) -> UsageEvent:
     return event
 
 
+_SESSION_USAGE_UPSERT = """
+    INSERT INTO billing_chatsessionusage
+        (user_id, session_id, tokens_count, free_model_tokens_count, is_free_model, created_at, updated_at)
+    SELECT %s, id, %s, %s, %s, %s, %s FROM sessions_app_chatsession WHERE id = %s
+    ON CONFLICT (session_id) DO UPDATE SET
+        tokens_count = billing_chatsessionusage.tokens_count + excluded.tokens_count,
+        free_model_tokens_count = billing_chatsessionusage.free_model_tokens_count + excluded.free_model_tokens_count,
+        is_free_model = excluded.is_free_model,
+        updated_at = excluded.updated_at
+"""
+
+
 def _session_usage_add(event: UsageEvent) -> None:
-    usage, _ = ChatSessionUsage.objects.get_or_create(session_id=event.session_id, defaults={"user_id": event.user_id})
-    field = "free_model_tokens_count" if event.is_free_model else "tokens_count"
-    ChatSessionUsage.objects.filter(pk=usage.pk).update(
-        **{field: F(field) + event.billed_tokens}, is_free_model=event.is_free_model, updated_at=timezone.now()
-    )
+    """Add a settled event to its chat's running totals, creating them on the first, in one statement.
+
+    Nothing is added if the chat has been deleted since the reservation (its usage stays in the ledger).
+    """
+    tokens, free = (0, event.billed_tokens) if event.is_free_model else (event.billed_tokens, 0)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SESSION_USAGE_UPSERT, [event.user_id, tokens, free, event.is_free_model, now, now, event.session_id]
+        )
 
 
 # Rolling windows read ledger rows only in their first, partial hour, never older than this.

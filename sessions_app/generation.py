@@ -8,6 +8,7 @@ database, so any app server can follow or stop a reply; followers in the
 process that runs it also get each piece as it arrives through `Generation`.
 """
 
+import copy
 import logging
 import threading
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import InterfaceError, OperationalError, connection, connections, transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from billing.models import UsageEvent
@@ -25,8 +27,8 @@ from chatbots.models import AIModel
 from chatbots.providers import get_provider
 from chatbots.providers.base import Cancel, Message, Usage, estimate_tokens
 from chatsite.errors import ChatsiteError, UpstreamError
-from sessions_app.models import ChatMessage, ChatSession
-from sessions_app.titles import title_auto
+from sessions_app.models import DEFAULT_TITLE, ChatMessage, ChatSession
+from sessions_app.titles import title_summarize
 
 logger = logging.getLogger(__name__)
 
@@ -89,14 +91,19 @@ def _unregister(generation: Generation) -> None:
 class ReplyJob:
     """Everything a reply's run needs, gathered while the request still holds the session."""
 
-    reply_pk: int
-    event_pk: int
+    reply: ChatMessage  # as created: empty and generating
+    event: UsageEvent  # the reservation as made; settling it needs no read
     session_pk: int
     model: AIModel
     messages: list[Message]
     prompt: str
     is_image: bool
     headroom: Headroom | None = None  # the tightest quota left after its reservation
+    title_from: str | None = None  # the chat's first message, while the chat waits for its automatic title
+
+    @property
+    def reply_pk(self) -> int:
+        return self.reply.pk
 
 
 def _flush(reply_pk: int, content: str) -> bool:
@@ -151,8 +158,11 @@ def _run_text(job: ReplyJob, generation: Generation) -> tuple[Usage | None, bool
     return usage, generation.cancel.cancelled
 
 
-def reply_run(job: ReplyJob, generation: Generation) -> None:
-    """Run a started reply to its end: call the upstream, save the text, settle or release the usage."""
+def reply_run(job: ReplyJob, generation: Generation) -> ChatMessage | None:
+    """Run a started reply to its end: call the upstream, save the text, settle or release the usage.
+
+    Return the finished reply, or None if its chat was deleted meanwhile.
+    """
     _register(generation)
     error: ChatsiteError | None = None
     stopped = False
@@ -169,27 +179,37 @@ def reply_run(job: ReplyJob, generation: Generation) -> None:
         error = UpstreamError()
         error.__cause__ = exc
     try:
-        _reply_finish_retrying(job, generation, usage=usage, stopped=stopped, error=error)
-        if error is None or generation.content:
+        reply = _reply_finish_retrying(job, generation, usage=usage, stopped=stopped, error=error)
+        if reply is not None:
             # Before `done`, so the event can carry the chat's new title.
-            title_auto(session_pk=job.session_pk)
+            named = job.title_from is not None and (error is None or bool(generation.content))
+            _session_touch(job.session_pk, title=title_summarize(job.title_from) if named else None)
+        return reply
     finally:
         generation.finish()
         _unregister(generation)
+
+
+def _session_touch(session_pk: int, *, title: str | None) -> None:
+    """Mark the chat as just active and, if given, name it (unless it was named meanwhile)."""
+    fields = {"updated_at": timezone.now()}
+    if title is not None:
+        unnamed = When(auto_generate_title=True, title=DEFAULT_TITLE, then=Value(title))
+        fields["title"] = Case(unnamed, default=F("title"))
+    ChatSession.objects.filter(pk=session_pk).update(**fields)
 
 
 # A database restart while a reply ends must not strand it "generating" with its usage reserved.
 FINISH_RETRY_SECONDS = 30.0
 
 
-def _reply_finish_retrying(job: ReplyJob, generation: Generation, **outcome) -> None:
+def _reply_finish_retrying(job: ReplyJob, generation: Generation, **outcome) -> ChatMessage | None:
     """Finish the reply, waiting for the database if it is away; the finish is safe to run twice."""
     deadline = time.monotonic() + FINISH_RETRY_SECONDS
     pause = 0.1
     while True:
         try:
-            _reply_finish(job, generation, **outcome)
-            return
+            return _reply_finish(job, generation, **outcome)
         except (OperationalError, InterfaceError):
             if connection.in_atomic_block or time.monotonic() + pause > deadline:
                 raise
@@ -209,15 +229,20 @@ FINISH_FIELDS = [
     "error_detail",
     "updated_at",
 ]
+COMPLETE_FIELDS = ["content", "image_url", "tokens_count", "status", "updated_at"]
 
 
 @transaction.atomic
 def _reply_finish(
     job: ReplyJob, generation: Generation, *, usage: Usage | None, stopped: bool, error: ChatsiteError | None
-) -> None:
-    reply = ChatMessage.objects.select_for_update().filter(pk=job.reply_pk).first()
-    event = UsageEvent.objects.select_related("ai_model").get(pk=job.event_pk)
+) -> ChatMessage | None:
+    event = job.event
     content = generation.content
+    if error is None and not stopped:
+        completed = _reply_complete(job, generation, usage)
+        if completed is not None:
+            return completed
+    reply = ChatMessage.objects.select_for_update().filter(pk=job.reply_pk).first()
     produced = bool(content) or bool(generation.image_url)
     if reply is None or reply.status == ChatMessage.Status.STOPPED:
         stopped = True  # stopped from another server, or the chat was deleted, while this one ran
@@ -226,7 +251,7 @@ def _reply_finish(
         # Nothing arrived: charge nothing; keep the user's message, mark this reply failed.
         usage_release(event=event)
         if reply is None:
-            return
+            return None
         reply.status = ChatMessage.Status.FAILED
         reply.disabled = True
     else:
@@ -238,7 +263,7 @@ def _reply_finish(
             cost_usd=usage.cost_usd,
         )
         if reply is None:
-            return  # the chat is gone; what the upstream produced is still charged, once
+            return None  # the chat is gone; what the upstream produced is still charged, once
         reply.tokens_count = usage.completion_tokens
         if stopped:
             reply.status = ChatMessage.Status.STOPPED
@@ -251,7 +276,31 @@ def _reply_finish(
     reply.content = job.prompt if job.is_image and produced else content
     reply.image_url = generation.image_url
     reply.save(update_fields=FINISH_FIELDS)
-    ChatSession.objects.filter(pk=job.session_pk).update(updated_at=timezone.now())
+    return reply
+
+
+def _reply_complete(job: ReplyJob, generation: Generation, usage: Usage | None) -> ChatMessage | None:
+    """The usual end in one write, or None if the reply was stopped or disabled meanwhile (the caller then looks)."""
+    usage = _usage_produced(job, job.event, usage, generation.content, partial=False)
+    reply = copy.copy(job.reply)
+    reply.content = job.prompt if job.is_image and generation.image_url else generation.content
+    reply.image_url = generation.image_url
+    reply.tokens_count = usage.completion_tokens
+    reply.status = ChatMessage.Status.COMPLETE
+    reply.updated_at = timezone.now()
+    # Only a reply still generating and enabled: then the row holds nothing this copy lacks.
+    written = ChatMessage.objects.filter(pk=reply.pk, status=ChatMessage.Status.GENERATING, disabled=False).update(
+        **{name: getattr(reply, name) for name in COMPLETE_FIELDS}
+    )
+    if not written:
+        return None
+    usage_settle(
+        event=job.event,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost_usd=usage.cost_usd,
+    )
+    return reply
 
 
 def _usage_produced(job: ReplyJob, event: UsageEvent, usage: Usage | None, content: str, *, partial: bool) -> Usage:

@@ -143,14 +143,19 @@ def _check_may_send(user, session: ChatSession) -> None:
         raise InvalidInput("This chat's chatbot is no longer available.", code="inactive_chatbot")
 
 
-def context_build(*, session: ChatSession) -> list[Message]:
-    """The messages sent upstream: system prompt, then the newest history that fits the context."""
-    history = list(
+def _history(session: ChatSession) -> list[tuple[str, str]]:
+    return list(
         session.messages.filter(disabled=False)
         .exclude(status=ChatMessage.Status.GENERATING)
         .order_by("created_at", "id")
         .values_list("message_type", "content")
     )
+
+
+def context_build(*, session: ChatSession, history: list[tuple[str, str]] | None = None) -> list[Message]:
+    """The messages sent upstream: system prompt, then the newest history that fits the context."""
+    if history is None:
+        history = _history(session)
     system = [{"role": "system", "content": session.chatbot.system_prompt}] if session.chatbot.system_prompt else []
     budget = max(session.ai_model.context_length - REPLY_RESERVE_TOKENS, 0) - estimate_prompt_tokens(system)
     kept: list[Message] = []
@@ -167,8 +172,13 @@ def _reply_begin(*, session: ChatSession, user, reply_to: ChatMessage) -> tuple[
     """Inside the caller's transaction: reserve the usage and create the empty reply."""
     model = session.ai_model
     is_image = session.chatbot.chatbot_type == ContentType.IMAGE
-    messages = context_build(session=session)
+    history = _history(session)
+    messages = context_build(session=session, history=history)
     prompt = reply_to.content
+    title_from = None
+    if session.auto_generate_title and session.title == DEFAULT_TITLE:
+        # The chat's first user message, which no edit ever disables.
+        title_from = next((content for kind, content in history if kind == ChatMessage.Type.USER), None)
     reply = ChatMessage.objects.create(
         session=session, message_type=ChatMessage.Type.ASSISTANT, ai_model=model,
         status=ChatMessage.Status.GENERATING, reply_to=reply_to,
@@ -179,8 +189,8 @@ def _reply_begin(*, session: ChatSession, user, reply_to: ChatMessage) -> tuple[
         prompt_tokens=estimate_tokens(prompt) if is_image else estimate_prompt_tokens(messages),
     )  # fmt: skip
     job = ReplyJob(
-        reply_pk=reply.pk, event_pk=event.pk, session_pk=session.pk, model=model,
-        messages=messages, prompt=prompt, is_image=is_image, headroom=event.headroom,
+        reply=reply, event=event, session_pk=session.pk, model=model, messages=messages,
+        prompt=prompt, is_image=is_image, headroom=event.headroom, title_from=title_from,
     )  # fmt: skip
     return reply, job
 
@@ -191,8 +201,10 @@ def reply_execute(*, job: ReplyJob, background: bool) -> ChatMessage | None:
     if background:
         reply_run_in_background(job, generation)
         return None
-    reply_run(job, generation)
-    return ChatMessage.objects.select_related("ai_model").get(pk=job.reply_pk)
+    reply = reply_run(job, generation)
+    if reply is None:  # its chat was deleted meanwhile
+        return ChatMessage.objects.select_related("ai_model").get(pk=job.reply_pk)
+    return reply
 
 
 def reply_complete(*, reply: ChatMessage, job: ReplyJob | None) -> ChatMessage:

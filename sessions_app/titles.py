@@ -7,7 +7,7 @@ from django.conf import settings
 from chatbots.models import AIModel
 from chatbots.providers import get_provider
 from chatsite.errors import ChatsiteError
-from sessions_app.models import DEFAULT_TITLE, ChatMessage, ChatSession
+from sessions_app.models import DEFAULT_TITLE
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +43,3 @@ def title_summarize(content: str) -> str:
             if title:
                 return title
     return title_from_words(content)
-
-
-def title_auto(*, session_pk: int) -> None:
-    """Name a chat after its first exchange, unless it was named by hand."""
-    session = ChatSession.objects.filter(pk=session_pk, auto_generate_title=True, title=DEFAULT_TITLE).first()
-    if session is None:
-        return
-    first = session.messages.filter(message_type=ChatMessage.Type.USER).order_by("created_at", "id").first()
-    if first is None:
-        return
-    # Only if still unnamed: a rename during the upstream call wins.
-    ChatSession.objects.filter(pk=session_pk, auto_generate_title=True, title=DEFAULT_TITLE).update(
-        title=title_summarize(first.content)
-    )

@@ -214,13 +214,6 @@ def data_statements(captured: CaptureQueriesContext) -> list[str]:
     return [query["sql"] for query in captured.captured_queries if not query["sql"].startswith(TRANSACTION_CONTROL)]
 
 
-# Strict: once sessions_app/generation.py and billing/services.py stop re-reading rows, these pass; drop the mark.
-SEND_QUERIES_PENDING = pytest.mark.xfail(
-    strict=True, reason="a send costs 21 statements (a first send 24) while the finish re-reads its rows"
-)
-
-
-@SEND_QUERIES_PENDING
 def test_the_first_send_of_a_chat_costs_at_most_15_queries(api_client, chat_session):
     # Queries: the session, the user, the chat with chatbot and model; the user message, the history,
     # the empty reply; the locked subscription, the quota sums, the ledger row, its buckets; the reply
@@ -235,7 +228,6 @@ def test_the_first_send_of_a_chat_costs_at_most_15_queries(api_client, chat_sess
     assert chat_session.title == "Plan a trip"
 
 
-@SEND_QUERIES_PENDING
 def test_a_send_in_a_chat_with_history_costs_at_most_15_queries(api_client, chat_session):
     for text in ("first", "second", "third"):
         send(api_client, chat_session, text)
