@@ -6,7 +6,7 @@ session cookie, CSRF token and long chat per user). The user class picks the sce
     ListSessions, ListMessages, Search, SendPlain, SendStream   one endpoint each (bench)
     Soak                                                        all of them mixed (load)
 
-BENCH_PACE=s makes each client start one request every s seconds (0: back to back).
+BENCH_PACE=s makes each client wait 0.5-1.5 s between requests (0: back to back).
 At the end every response time is written to BENCH_SAMPLES (JSON, name -> [ms]), and, for
 Soak, every message a 2xx send answered with to BENCH_RECORD (JSON lines), which
 bench/load.py then looks up in the database.
@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from locust import FastHttpUser, HttpUser, between, constant, constant_pacing, events, task
+from locust import FastHttpUser, HttpUser, between, constant, events, task
 
 CLIENTS = json.loads(Path(os.environ["BENCH_CLIENTS"]).read_text()) if os.environ.get("BENCH_CLIENTS") else []
 PACE = float(os.environ.get("BENCH_PACE", "0"))
@@ -55,7 +55,8 @@ def _write(environment, **kwargs):
 
 
 def _wait():
-    return constant_pacing(PACE) if PACE else constant(0)
+    # Paced clients wait 0.5-1.5 pace between requests, so they do not all fire in step.
+    return between(PACE / 2, PACE * 1.5) if PACE else constant(0)
 
 
 class Client:

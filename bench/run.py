@@ -8,8 +8,8 @@ local OpenAI-compatible upstream (which answers at once, or streams 8 time-stamp
 20 ms apart) and gunicorn (gthread, production settings), then:
 
 1. counts the SQL statements of each endpoint in this process (Django's test client);
-2. drives each endpoint with locust, headless: 20 clients each starting a request every
-   second (latency), then 20 clients back to back (throughput);
+2. drives each endpoint with locust, headless: 20 clients each waiting 0.5-1.5 s between
+   requests (latency), then 20 clients back to back (throughput);
 3. times quota reservations over 0 and 1,000,000 ledger rows (bench/quota_reserve.py);
 4. soaks the app with 100 clients for 60 s (bench/load.py) and checks the database after.
 
@@ -112,7 +112,8 @@ def upstream_alone(url: str, count: int = 300) -> dict:
 
 def run_scenarios(servers: common.Servers, clients_file: Path, seconds: int) -> dict:
     results = {}
-    common.run_locust("SendPlain", host=servers.app.url, clients_file=clients_file, users=CLIENTS, seconds=5)  # warm-up
+    # Warm-up: every endpoint once in each worker, its imports, caches and database connections.
+    common.run_locust("Soak", host=servers.app.url, clients_file=clients_file, users=CLIENTS, seconds=8)
     for user_class, _ in SCENARIOS:
         for mode, pace in (("latency", 1.0), ("throughput", 0)):
             print(f"bench: {user_class}, {CLIENTS} clients, {mode} ...", flush=True)
@@ -148,9 +149,10 @@ def endpoints_section(results: dict, seconds: int, upstream: dict) -> str:
         [
             ENDPOINTS,
             "",
-            f"locust {_locust_version()} headless, {CLIENTS} clients, {seconds} s per run. *latency*: each client",
-            "starts a request every second (20 requests/s offered); *throughput*: back to back, so the",
-            "times include queueing for the 2 cores that gunicorn, PostgreSQL, the upstream and locust share.",
+            f"locust {_locust_version()} headless, {CLIENTS} clients, {seconds} s per run, after an 8 s warm-up.",
+            "*latency*: each client waits 0.5-1.5 s between requests (about 20 requests/s in all);",
+            "*throughput*: back to back, so the times include queueing for the 2 cores that gunicorn,",
+            "PostgreSQL, the upstream and locust share.",
             "Times in ms. Sends go to a new chat every 10 sends. The streamed upstream sends 8 pieces 20 ms",
             "apart, each carrying the time it was sent, so *upstream chunk to client* is the delay from the",
             "upstream writing a piece to the client reading it (same clock).",
