@@ -111,46 +111,74 @@ def write_section(heading: str, text: str, *, before: str | None = None) -> None
     BENCHMARKS.write_text(current.rstrip() + "\n")
 
 
-class Servers:
-    """The local upstream (time-stamped pieces) and gunicorn with production settings, on loopback ports."""
+class Upstream:
+    """A local OpenAI-compatible upstream process whose chat replies are `pieces` time-stamped pieces."""
 
-    def __init__(self, *, pieces: int = 8, delay: float = 0.02) -> None:
-        from chatsite.testing.appserver import AppServer, free_port, production_env
+    def __init__(self, name: str, *, pieces: int, delay: float) -> None:
+        from chatsite.testing.appserver import free_port
 
-        self.upstream_port = free_port()
-        self.upstream_url = f"http://127.0.0.1:{self.upstream_port}/v1"
-        self.upstream_args = ["--port", str(self.upstream_port), "--stamped", str(pieces), "--delay", str(delay)]
-        media = WORK / "media"
-        media.mkdir(exist_ok=True)
-        # The same SECRET_KEY as this process, which signs the clients' sessions.
-        env = production_env(media, SECRET_KEY=os.environ["SECRET_KEY"])
-        self.app = AppServer(name="gunicorn", env=env, log_dir=WORK)
-        self.upstream: subprocess.Popen | None = None
+        self.name = name
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}/v1"
+        self.args = ["--port", str(port), "--stamped", str(pieces), "--delay", str(delay), "--no-record"]
+        self.process: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Servers":
-        with open(WORK / "upstream.log", "wb") as log:
-            self.upstream = subprocess.Popen(
-                [sys.executable, "-m", "chatsite.testing.upstream", *self.upstream_args, "--no-record"],
+    def start(self) -> None:
+        with open(WORK / f"upstream-{self.name}.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "chatsite.testing.upstream", *self.args],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + 10
         while True:
             try:
-                requests.get(f"{self.upstream_url}/models", timeout=1).raise_for_status()
-                break
+                requests.get(f"{self.url}/models", timeout=1).raise_for_status()
+                return
             except requests.RequestException:
-                if time.monotonic() > deadline or self.upstream.poll() is not None:
-                    raise RuntimeError("the local upstream did not start; see bench/.work/upstream.log") from None
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"the {self.name} upstream did not start; see its log in bench/.work/") from None
                 time.sleep(0.1)
-        self.app.start()
-        self.app.wait_ready(time.monotonic() + 30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+class Servers:
+    """gunicorn with production settings and two local upstreams, on loopback ports.
+
+    The `instant` upstream answers at once (8 pieces back to back): what a send's own cost is
+    measured against. The `paced` one streams its 8 pieces `delay` seconds apart, as a model
+    writes, so each piece's way through chatsite can be timed on its own.
+    """
+
+    def __init__(self, *, pieces: int = 8, delay: float = 0.02) -> None:
+        from chatsite.testing.appserver import AppServer, production_env
+
+        self.instant = Upstream("instant", pieces=pieces, delay=0)
+        self.paced = Upstream("paced", pieces=pieces, delay=delay)
+        media = WORK / "media"
+        media.mkdir(exist_ok=True)
+        # The same SECRET_KEY as this process, which signs the clients' sessions.
+        env = production_env(media, SECRET_KEY=os.environ["SECRET_KEY"])
+        self.app = AppServer(name="gunicorn", env=env, log_dir=WORK)
+
+    def __enter__(self) -> "Servers":
+        try:
+            self.instant.start()
+            self.paced.start()
+            self.app.start()
+            self.app.wait_ready(time.monotonic() + 30)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.app.stop()
-        if self.upstream and self.upstream.poll() is None:
-            self.upstream.terminate()
-            self.upstream.wait(timeout=10)
+        self.instant.stop()
+        self.paced.stop()
 
     def worker_rss(self) -> int:
         """Resident memory of gunicorn's workers now, bytes."""

@@ -33,6 +33,7 @@ LONG_CHAT = 500
 SEARCH_WORD = "zanzibar"
 SPAN = timedelta(days=30)
 MODEL_ID = "bench/stub"
+PACED_MODEL_ID = "bench/stub-paced"
 SHIFT_AFTER = timedelta(hours=6)  # quota windows are relative to now: older ledgers are moved forward
 
 WORDS = [
@@ -215,8 +216,15 @@ def _move_ledger_forward(by: timedelta) -> None:
     _sql(f"VACUUM ANALYZE {UsageEvent._meta.db_table}, {UsageBucket._meta.db_table}")
 
 
-def point_model_at(base_url: str) -> None:
-    AIModel.objects.filter(model_id=MODEL_ID).update(api_base=base_url, is_active=True)
+def point_models_at(*, instant: str, paced: str) -> None:
+    """Point the data set's model at the instant upstream, and a copy of it at the paced one."""
+    model = AIModel.objects.get(model_id=MODEL_ID)
+    model.api_base, model.is_active = instant, True
+    model.save(update_fields=["api_base", "is_active"])
+    model.pk, model.model_id, model.name, model.api_base = None, PACED_MODEL_ID, "Bench stub, paced", paced
+    AIModel.objects.update_or_create(
+        model_id=PACED_MODEL_ID, defaults={f.name: getattr(model, f.name) for f in AIModel._meta.concrete_fields[1:]}
+    )
 
 
 def clients(count: int = CLIENTS) -> list[dict]:
@@ -225,4 +233,5 @@ def clients(count: int = CLIENTS) -> list[dict]:
 
     users = User.objects.filter(email__endswith="@bench.example").order_by("email")[:count]
     chatbot = Chatbot.objects.get(name="Bench assistant")
-    return sign_in(users, chatbot=chatbot, model=AIModel.objects.get(model_id=MODEL_ID))
+    models = AIModel.objects.in_bulk([MODEL_ID, PACED_MODEL_ID], field_name="model_id")
+    return sign_in(users, chatbot=chatbot, model=models[MODEL_ID], paced_model=models[PACED_MODEL_ID])

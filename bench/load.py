@@ -19,9 +19,10 @@ QUOTA = "## Quota reservation: 0 vs 1,000,000 ledger rows"
 MEMORY_GROWTH_LIMIT = 1.25  # the last third's mean worker memory over the first third's, at most
 
 
-def sign_in(users, *, chatbot, model) -> list[dict]:
+def sign_in(users, *, chatbot, model, paced_model=None) -> list[dict]:
     """A signed-in session per user (made in the database, no password hashing), with the user's
-    first chat to read and the chatbot and model of the chats it creates."""
+    first chat to read and the chatbot and models of the chats it creates (streamed sends go to
+    chats on `paced_model`, when given)."""
     from importlib import import_module
 
     from django.conf import settings
@@ -44,6 +45,7 @@ def sign_in(users, *, chatbot, model) -> list[dict]:
                 "long_chat": user.chat_sessions.order_by("pk").values_list("pk", flat=True)[0],
                 "chatbot": chatbot.pk,
                 "model": model.pk,
+                "paced_model": (paced_model or model).pk,
                 "cookies": [settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME],
             }
         )

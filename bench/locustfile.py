@@ -65,29 +65,30 @@ class Client:
     def on_start(self):
         me = CLIENTS[next(_next_client) % len(CLIENTS)]
         self.long_chat = me["long_chat"]
-        self.new_chat = {"chatbot_id": me["chatbot"], "ai_model_id": me["model"]}
+        self.models = {"plain": me["model"], "streamed": me["paced_model"]}
+        self.chatbot = me["chatbot"]
         session_cookie, csrf_cookie = me["cookies"]
         self.headers = {
             "Cookie": f"{session_cookie}={me['session']}; {csrf_cookie}={me['csrf']}",
             "X-CSRFToken": me["csrf"],
             "Accept": "application/json",
         }
-        self.chat = None
-        self.sends = 0
+        self.chats = {}  # kind of send -> [chat id, sends in it]
 
-    def current_chat(self) -> int | None:
-        if self.chat is None or self.sends >= SENDS_PER_CHAT:
-            response = self.client.post(
-                "/api/chat-sessions/", json=self.new_chat, headers=self.headers, name="create chat"
-            )
+    def current_chat(self, kind: str) -> int | None:
+        """The chat for this kind of send; a new one every SENDS_PER_CHAT sends."""
+        chat = self.chats.get(kind)
+        if chat is None or chat[1] >= SENDS_PER_CHAT:
+            body = {"chatbot_id": self.chatbot, "ai_model_id": self.models[kind]}
+            response = self.client.post("/api/chat-sessions/", json=body, headers=self.headers, name="create chat")
             if response.status_code != 201:
                 return None
-            self.chat, self.sends = response.json()["id"], 0
-        self.sends += 1
-        return self.chat
+            chat = self.chats[kind] = [response.json()["id"], 0]
+        chat[1] += 1
+        return chat[0]
 
     def send_plain(self):
-        chat = self.current_chat()
+        chat = self.current_chat("plain")
         if chat is None:
             return
         text = f"Plain question {random.randrange(10**9)}"
@@ -149,7 +150,7 @@ class Streaming(Client, HttpUser):
     abstract = True
 
     def send_stream(self):
-        chat = self.current_chat()
+        chat = self.current_chat("streamed")
         if chat is None:
             return
         text = f"Streamed question {random.randrange(10**9)}"

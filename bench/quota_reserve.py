@@ -40,7 +40,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from billing.models import SubscriptionType, UsageBucket, UsageEvent
-from billing.quotas import Usage
+from billing.quotas import Usage, floor_hour
 from billing.services import subscription_assign, subscription_current, usage_release, usage_reserve
 from chatbots.models import AIModel
 
@@ -112,10 +112,21 @@ class Ledger:
     user: User | None = None
     model: AIModel | None = None
     reserve: list[float] = field(default_factory=list)  # usage_reserve, call to commit
-    load: list[float] = field(default_factory=list)  # Usage.load: the ORM builds and runs the two sums
-    sums: list[float] = field(default_factory=list)  # the same two SQL statements, sent as they are
+    load: list[float] = field(default_factory=list)  # Usage.load: builds and runs its sums, reads the result
+    sums: list[float] = field(default_factory=list)  # the same SQL, sent as it is
     queries: list[str] = field(default_factory=list)
     plans: list[dict] = field(default_factory=list)
+    # Per reservation of a separate diagnostic run: each statement's time, by what it is.
+    statements: dict[str, list[float]] = field(default_factory=dict)
+
+
+# What a reservation's statements are, by how each begins.
+STATEMENTS = {
+    'SELECT "billing_usersubscription"': "the current subscription, locked",
+    "SELECT piece, klass": "every quota sum (`Usage.load`)",
+    'INSERT INTO "billing_usageevent"': "the ledger row",
+    "INSERT INTO billing_usagebucket": "its hour and day buckets",
+}
 
 
 def use_schema(schema: str) -> None:
@@ -177,7 +188,12 @@ def load(ledger: Ledger) -> str:
     has_days = UsageBucket.objects.filter(span=UsageBucket.Span.DAY).exists()
     if count == TOTAL_ROWS and newest[0] > timezone.now() - STALE_AFTER and has_days:
         age = timezone.now() - newest[0]
-        return f"reused from an earlier run, its newest row {age.total_seconds() / 3600:.1f} h old"
+        # Earlier runs' writes cleared the visibility map of the pages they touched; autovacuum
+        # would have set it again on a table that has been there a while.
+        vacuum()
+        return (
+            f"reused from an earlier run, its newest row {age.total_seconds() / 3600:.1f} h old, `VACUUM ANALYZE` again"
+        )
     started = time.perf_counter()
     others = [User(email=f"bench-other-{n}@example.com", name=f"Other {n}", password="!") for n in range(OTHER_USERS)]
     User.objects.bulk_create(others, ignore_conflicts=True)
@@ -199,10 +215,15 @@ def load(ledger: Ledger) -> str:
             },
         )
         cursor.execute(LOAD_BUCKETS)
-        # As autovacuum would leave an old table: statistics and the visibility map up to date.
+    vacuum()
+    return f"loaded by this run in {time.perf_counter() - started:.1f} s"
+
+
+def vacuum() -> None:
+    """As autovacuum would leave an old table: statistics and the visibility map up to date."""
+    with connection.cursor() as cursor:
         cursor.execute("VACUUM (ANALYZE) billing_usageevent")
         cursor.execute("VACUUM (ANALYZE) billing_usagebucket")
-    return f"loaded by this run in {time.perf_counter() - started:.1f} s"
 
 
 def run_block(ledger: Ledger, *, count: int, diagnostic_count: int, warmup: int) -> None:
@@ -236,11 +257,35 @@ def run_block(ledger: Ledger, *, count: int, diagnostic_count: int, warmup: int)
             if n >= warmup:
                 ledger.load.append(middle - started)
                 ledger.sums.append(time.perf_counter() - middle)
+
+    # And each statement of a reservation, timed from the call to its result.
+    spent: dict[str, float] = {}
+
+    def timed(execute, sql, params, many, context):
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            name = next((name for start, name in STATEMENTS.items() if sql.lstrip().startswith(start)), "other")
+            spent[name] = spent.get(name, 0) + time.perf_counter() - started
+
+    for n in range(warmup + diagnostic_count):
+        spent.clear()
+        started = time.perf_counter()
+        with connection.execute_wrapper(timed):
+            event = usage_reserve(user=ledger.user, session=None, ai_model=ledger.model, prompt_tokens=PROMPT_TOKENS)
+        elapsed = time.perf_counter() - started
+        usage_release(event=event)
+        if n >= warmup:
+            spent["the rest: Python, BEGIN, COMMIT"] = elapsed - sum(spent.values())
+            spent["the whole reservation"] = elapsed
+            for name, seconds in spent.items():
+                ledger.statements.setdefault(name, []).append(seconds)
     forget_own_reservations(ledger)
 
 
 def explain(ledger: Ledger, *, verbose: bool) -> None:
-    """EXPLAIN ANALYZE the two sums of Usage.load (buckets, then the ledger's edge hours)."""
+    """EXPLAIN ANALYZE the quota sums of Usage.load: every scan in the plan, by table and kind."""
     use_schema(ledger.schema)
     subscription = subscription_current(user=ledger.user)
     with CaptureQueriesContext(connection) as captured:
@@ -249,13 +294,23 @@ def explain(ledger: Ledger, *, verbose: bool) -> None:
         for sql in [query["sql"] for query in captured.captured_queries]:
             cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql)
             result = cursor.fetchone()[0][0]
-            scan = result["Plan"]["Plans"][0]
+            scans: dict[tuple[str, str], dict] = {}
+            nodes = [result["Plan"]]
+            while nodes:
+                node = nodes.pop()
+                nodes += node.get("Plans", [])
+                if "Relation Name" in node:
+                    scan = scans.setdefault(
+                        (node["Relation Name"], node["Node Type"]), {"count": 0, "rows": 0, "heap_fetches": 0}
+                    )
+                    scan["count"] += 1
+                    scan["rows"] += node["Actual Rows"] * node["Actual Loops"]
+                    scan["heap_fetches"] += node.get("Heap Fetches", 0)
             ledger.plans.append(
                 {
-                    "table": "usagebucket" if "billing_usagebucket" in sql else "usageevent",
-                    "node": scan["Node Type"],
-                    "rows": scan["Actual Rows"],
+                    "scans": scans,
                     "buffers": result["Plan"]["Shared Hit Blocks"] + result["Plan"]["Shared Read Blocks"],
+                    "planning_ms": result["Planning Time"],
                     "ms": result["Execution Time"],
                 }
             )
@@ -322,11 +377,22 @@ def report(empty_ledger: Ledger, loaded: Ledger, *, data: str, args: argparse.Na
     sums_ratio = stats(loaded.sums)["p50"] / stats(empty_ledger.sums)["p50"]
     added = figures[loaded.label]["p50"] - figures[empty_ledger.label]["p50"]
     sums_added = stats(loaded.sums)["p50"] - stats(empty_ledger.sums)["p50"]
-    plans = [
-        f"| {ledger.label} | `billing_{plan['table']}` | {plan['node']} | {plan['rows']:,} | {plan['buffers']:,} "
-        f"| {plan['ms']:.2f} |"
+    scans = [
+        f"| {ledger.label} | `{table}` | {scan['count']} {node} | {scan['rows']:,} | {scan['heap_fetches']:,} |"
         for ledger in ledgers
         for plan in ledger.plans
+        for (table, node), scan in sorted(plan["scans"].items())
+    ]
+    plans = [
+        f"| {ledger.label} | {plan['buffers']:,} | {plan['planning_ms']:.2f} | {plan['ms']:.2f} |"
+        for ledger in ledgers
+        for plan in ledger.plans
+    ]
+    statements = [
+        f"| {name} | {stats(empty_ledger.statements[name])['p50']:.2f} | {stats(loaded.statements[name])['p50']:.2f} "
+        f"| {stats(loaded.statements[name])['p50'] - stats(empty_ledger.statements[name])['p50']:+.2f} |"
+        for name in [*STATEMENTS.values(), "the rest: Python, BEGIN, COMMIT", "the whole reservation"]
+        if name in empty_ledger.statements and name in loaded.statements
     ]
     query_list = "\n".join(f"{n}. `{_short(sql)}`" for n, sql in enumerate(loaded.queries, 1))
     per_block = args.count // args.blocks
@@ -356,27 +422,54 @@ check sums every window anyway. The subscription began {SUBSCRIBED_FOR.days} day
 {rows[1]}
 
 Loaded / empty: p50 **{ratio_p50:.2f}x**, mean **{ratio_mean:.2f}x**; target <= {TARGET}x (SPEC 8): {met}.
-The loaded ledger adds {added:.1f} ms at p50, of which the two quota sums' SQL alone {sums_added:.1f} ms.
+The loaded ledger adds {added:.2f} ms at p50, of which the quota sums' SQL alone {sums_added:.2f} ms.
+{edge_note(args)}
 
 Where the time goes ({args.blocks * args.diagnostic_count} runs per ledger): `Usage.load` as it builds
-and sends its two sums, and the same two SQL statements sent as they are.
+and sends its sums and reads the result, and the same SQL sent as it is.
 
 | ledger | `Usage.load` p50 ms | mean ms | its SQL alone p50 ms | mean ms |
 |---|---:|---:|---:|---:|
 {parts[0]}
 {parts[1]}
 
-The SQL alone, loaded / empty: p50 {sums_ratio:.1f}x. `EXPLAIN (ANALYZE, BUFFERS)` of the two sums
-(`--explain` prints the plans):
+The SQL alone, loaded / empty: p50 {sums_ratio:.1f}x. `EXPLAIN (ANALYZE, BUFFERS)` of the quota
+sums (`--explain` prints the plans), its scans:
 
-| ledger | table | scan | rows | buffers | execution ms |
-|---|---|---|---:|---:|---:|
+| ledger | table | scans | rows | heap fetches |
+|---|---|---|---:|---:|
+{chr(10).join(scans)}
+
+and the statement as a whole:
+
+| ledger | buffers | planning ms | execution ms |
+|---|---:|---:|---:|
 {chr(10).join(plans)}
+
+Each statement of a reservation ({args.blocks * args.diagnostic_count} more reservations per ledger, each
+statement timed from the call to its result), p50:
+
+| part of a reservation | empty ms | loaded ms | loaded - empty |
+|---|---:|---:|---:|
+{chr(10).join(statements)}
 
 The statements of one reservation (loaded ledger):
 
 {query_list}
 """
+
+
+def edge_note(args: argparse.Namespace) -> str:
+    """How long the rolling windows' partial first hours were: the part of each window read from the ledger."""
+    first, last = args.timed_from, args.timed_to
+    if floor_hour(first) != floor_hour(last):
+        lengths = "anything from 0 to 60 min, the run crossing an hour"
+    else:
+        lengths = f"{60 - last.minute - last.second / 60:.0f} to {60 - first.minute - first.second / 60:.0f} min"
+    return (
+        f"Timed {first:%H:%M}-{last:%H:%M} UTC. A rolling window's partial first hour is read from the ledger "
+        f"and lasts from its start to the next whole hour: here {lengths}, the same in every rolling window."
+    )
 
 
 def _statements(queries: list[str]) -> str:
@@ -413,7 +506,7 @@ def main() -> None:
     parser.add_argument(
         "--diagnostic-count", type=int, default=100, help="timed Usage.load and raw-SQL runs per block (default 100)"
     )
-    parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of the two quota sums")
+    parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of the quota sums")
     parser.add_argument("--no-write", action="store_true", help="print the results without touching BENCHMARKS.md")
     args = parser.parse_args()
     args.load_before = os.getloadavg()[0]
@@ -428,6 +521,7 @@ def main() -> None:
     data = load(loaded)
     print(f"data set: {data}", flush=True)
 
+    args.timed_from = timezone.now()
     for block in range(args.blocks):
         # Alternate which ledger goes first, so neither always follows the other.
         order = (empty_ledger, loaded) if block % 2 == 0 else (loaded, empty_ledger)
@@ -436,6 +530,7 @@ def main() -> None:
                 ledger, count=args.count // args.blocks, diagnostic_count=args.diagnostic_count, warmup=args.warmup
             )
         print(f"block {block + 1}/{args.blocks} done", flush=True)
+    args.timed_to = timezone.now()
     explain(empty_ledger, verbose=args.explain)
     explain(loaded, verbose=args.explain)
 

@@ -3,9 +3,9 @@
     .venv/bin/python bench/run.py            # everything (make bench)
     .venv/bin/python bench/run.py --only load    # the 100-client soak alone (make load)
 
-On the data set of bench/dataset.py (built in PostgreSQL once, then reused), it starts the
-local OpenAI-compatible upstream (which answers at once, or streams 8 time-stamped pieces
-20 ms apart) and gunicorn (gthread, production settings), then:
+On the data set of bench/dataset.py (built in PostgreSQL once, then reused), it starts two
+local OpenAI-compatible upstreams (one answers at once; the other, for streamed sends, sends
+8 time-stamped pieces 20 ms apart) and gunicorn (gthread, production settings), then:
 
 1. counts the SQL statements of each endpoint in this process (Django's test client);
 2. drives each endpoint with locust, headless: 20 clients each waiting 0.5-1.5 s between
@@ -99,9 +99,9 @@ def count_queries(clients: list[dict]) -> list[tuple[str, int, list[str]]]:
 
 
 def upstream_alone(url: str, count: int = 300) -> dict:
-    """The upstream's own time for a plain completion, as chatsite's client sees it."""
+    """The instant upstream's own time for a whole streamed completion (chatsite always streams from it)."""
     session, times = requests.Session(), []
-    body = {"model": dataset.MODEL_ID, "messages": [{"role": "user", "content": "Hi"}]}
+    body = {"model": dataset.MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "stream": True}
     for i in range(count + 20):
         started = time.perf_counter()
         session.post(f"{url}/chat/completions", json=body, timeout=5).raise_for_status()
@@ -153,10 +153,11 @@ def endpoints_section(results: dict, seconds: int, upstream: dict) -> str:
             "*latency*: each client waits 0.5-1.5 s between requests (about 20 requests/s in all);",
             "*throughput*: back to back, so the times include queueing for the 2 cores that gunicorn,",
             "PostgreSQL, the upstream and locust share.",
-            "Times in ms. Sends go to a new chat every 10 sends. The streamed upstream sends 8 pieces 20 ms",
-            "apart, each carrying the time it was sent, so *upstream chunk to client* is the delay from the",
-            "upstream writing a piece to the client reading it (same clock).",
-            f"The upstream alone, for a plain completion: p50 {fmt(upstream['p50'])} ms,"
+            "Times in ms. Sends go to a new chat every 10 sends. Plain sends use an upstream that answers",
+            "at once; streamed sends one that sends 8 pieces 20 ms apart, each carrying the time it was",
+            "sent, so *upstream chunk to client* is the delay from the upstream writing a piece to the",
+            "client reading it (same clock).",
+            f"The instant upstream alone, for a whole streamed completion: p50 {fmt(upstream['p50'])} ms,"
             f" p95 {fmt(upstream['p95'])} ms.",
             "",
             "| request | mode | samples | p50 | p95 | p99 | requests/s | errors |",
@@ -279,12 +280,12 @@ def main() -> None:
     clients_file = common.WORK / "clients.json"
     clients_file.write_text(json.dumps(clients))
     with common.Servers(pieces=PIECES, delay=PIECE_DELAY) as servers:
-        dataset.point_model_at(servers.upstream_url)
+        dataset.point_models_at(instant=servers.instant.url, paced=servers.paced.url)
         if args.only == "load":
             load.soak(servers, clients_file, users=args.soak_clients, seconds=args.soak_seconds)
             return
         counted = count_queries(clients)
-        upstream = upstream_alone(servers.upstream_url)
+        upstream = upstream_alone(servers.instant.url)
         results = run_scenarios(servers, clients_file, args.seconds)
         soak = load.soak(servers, clients_file, users=args.soak_clients, seconds=args.soak_seconds)
     if not args.no_quota:
