@@ -130,7 +130,12 @@ class UsageEvent(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["user", "created_at"], name="usage_user_time_idx"),
+            # A user's rows in time order, with every column a quota sum reads: the ledger part of
+            # a window (its partial first hour) is an index-only scan.
+            models.Index(
+                fields=["user", "created_at", "state", "kind", "is_free_model", "billed_tokens", "cost_usd"],
+                name="usage_user_time_sum_idx",
+            ),
             # The admin's newest-first list and prune_usage's range delete.
             models.Index(fields=["created_at"], name="usage_time_idx"),
         ]

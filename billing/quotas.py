@@ -3,14 +3,18 @@
 A window's usage is the ledger rows of its first, partial hour, then the hour
 buckets up to the first midnight, the day buckets of the whole days, and the
 hour buckets of today. So every sum is exact (rolling to the microsecond) and
-reads a few dozen bucket rows plus one hour of ledger, whatever the ledger
-holds: two queries for every limit together.
+reads a few hundred bucket rows plus one hour of ledger at most, whatever the
+ledger holds. The windows overlap, so their ranges are cut into disjoint pieces,
+each read once, by one index-only range scan: one query for every limit together.
 """
 
 import math
-from dataclasses import dataclass
+from bisect import bisect_left
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cache
+from itertools import pairwise
 
 from django.db import connection
 from django.db.models import Min, Q
@@ -95,75 +99,95 @@ class LimitUsage:
 # scope (its messages, its tokens, its cost) share one set of sums.
 Scope = tuple[str, tuple[str, ...]]
 SCOPES: list[Scope] = sorted({(limit.window, limit.classes) for limit in LIMITS})
+_SCOPE_LIMITS: dict[Scope, list[Limit]] = {
+    scope: [limit for limit in LIMITS if (limit.window, limit.classes) == scope] for scope in SCOPES
+}
+Range = tuple[datetime, datetime]
 
-_BUCKET_CLASSES = {PAID: "'paid'", FREE: "'free'", IMAGE: "'image'"}
-_LEDGER_CLASSES = {
-    PAID: "(kind = 'message' AND NOT is_free_model)",
-    FREE: "(kind = 'message' AND is_free_model)",
-    IMAGE: "(kind = 'image')",
+# Where a piece of a window is read: hour buckets, day buckets, or the ledger itself.
+HOURS, DAYS, LEDGER = "hour", "day", "ledger"
+
+# Each piece is one range of one index (the ledger's on user and time, the buckets' covering
+# one), so each is a short index-only scan; {piece} numbers it. Released rows count nowhere.
+_PIECE_SQL = {
+    LEDGER: (
+        "SELECT {piece} AS piece, CASE WHEN kind = 'image' THEN 'image' WHEN is_free_model THEN 'free' "
+        "ELSE 'paid' END AS klass, 1 AS messages, billed_tokens AS tokens, cost_usd, created_at AS at "
+        "FROM billing_usageevent WHERE user_id = %s AND created_at >= %s AND created_at < %s AND state <> 'released'"
+    ),
+    **{
+        span: "SELECT {piece} AS piece, klass, messages, tokens, cost_usd, hour AS at FROM billing_usagebucket "  # noqa: S608
+        f"WHERE user_id = %s AND span = '{span}' AND hour >= %s AND hour < %s"
+        for span in (HOURS, DAYS)
+    },
 }
 
 
-def _bucket_sql() -> str:
-    """One scan of the user's buckets summing every scope: hour buckets at both ends of a window, days between."""
-    columns = []
-    for _, classes in SCOPES:
-        in_scope = (
-            f"klass IN ({', '.join(_BUCKET_CLASSES[c] for c in classes)}) AND ("
-            "(span = 'hour' AND hour >= %s AND hour < %s) OR "
-            "(span = 'day' AND hour >= %s AND hour < %s) OR "
-            "(span = 'hour' AND hour >= %s AND hour < %s))"
-        )
-        for column in ("messages", "tokens", "cost_usd"):
-            columns.append(f"SUM({column}) FILTER (WHERE {in_scope})")
-        columns.append(f"MIN(hour) FILTER (WHERE messages > 0 AND {in_scope})")
-    # Only the rows some scope reads: every day bucket since the earliest window, and the
-    # hour buckets at both ends of each window (the index turns these into range scans).
-    hour_ranges = " OR ".join(["(span = 'hour' AND hour >= %s AND hour < %s)"] * (2 * len(SCOPES)))
-    table = UsageBucket._meta.db_table
+@cache
+def _sums_sql(kinds: tuple[str, ...]) -> str:
+    """One statement summing each piece by class, for pieces read from `kinds`."""
+    pieces = " UNION ALL ".join(_PIECE_SQL[kind].format(piece=n) for n, kind in enumerate(kinds))
     return (
-        f"SELECT {', '.join(columns)} FROM {table} "  # noqa: S608 - constants only; values are parameters
-        f"WHERE user_id = %s AND ((span = 'day' AND hour >= %s) OR {hour_ranges})"
+        "SELECT piece, klass, SUM(messages), SUM(tokens), SUM(cost_usd), "  # noqa: S608
+        "CAST(MIN(at) FILTER (WHERE messages > 0) AS TEXT) "
+        f"FROM ({pieces}) AS pieces GROUP BY piece, klass"
     )
 
 
-def _ledger_sql() -> str:
-    """One scan of the ledger rows in every scope's partial first hour."""
-    columns = []
-    for _, classes in SCOPES:
-        counted = f"({' OR '.join(_LEDGER_CLASSES[c] for c in classes)}) AND created_at >= %s AND created_at < %s"
-        columns += [
-            f"COUNT(*) FILTER (WHERE {counted})",
-            f"SUM(billed_tokens) FILTER (WHERE {counted})",
-            f"SUM(cost_usd) FILTER (WHERE {counted})",
-            f"MIN(created_at) FILTER (WHERE {counted})",
+@dataclass(frozen=True)
+class _Piece:
+    """A range no window boundary cuts: read once, it counts in every window it lies in."""
+
+    kind: str  # HOURS, DAYS or LEDGER
+    lo: datetime
+    hi: datetime
+    windows: tuple[str, ...]
+
+
+def _cut(ranges: dict[str, list[tuple[str, Range]]]) -> list[_Piece]:
+    """Cut the windows' ranges (where each is read, and when) into disjoint pieces: no row is read twice."""
+    pieces = []
+    for kind in (HOURS, DAYS, LEDGER):
+        of_kind = [(window, span) for window, spans in ranges.items() for k, span in spans if k == kind]
+        bounds = sorted({moment for _, span in of_kind for moment in span})
+        windows: list[list[str]] = [[] for _ in bounds[1:]]
+        for window, (lo, hi) in of_kind:
+            for index in range(bisect_left(bounds, lo), bisect_left(bounds, hi)):
+                windows[index].append(window)
+        pieces += [
+            _Piece(kind, lo, hi, tuple(inside))
+            for (lo, hi), inside in zip(pairwise(bounds), windows, strict=True)
+            if inside
         ]
-    edges = " OR ".join(["(created_at >= %s AND created_at < %s)"] * len(SCOPES))
-    table = UsageEvent._meta.db_table
-    return (
-        f"SELECT {', '.join(columns)} FROM {table} "  # noqa: S608 - constants only; values are parameters
-        f"WHERE user_id = %s AND state <> 'released' AND ({edges})"
-    )
+    return pieces
 
 
-_SQL: dict[str, str] = {}
+@dataclass(slots=True)
+class _Sum:
+    """What one window holds of one class, and where its oldest usage may be."""
 
-
-def _sql(name: str) -> str:
-    # Built once per process: composing ~50 filtered aggregates per call cost far more than running them.
-    if name not in _SQL:
-        _SQL[name] = _bucket_sql() if name == "buckets" else _ledger_sql()
-    return _SQL[name]
+    messages: int = 0
+    tokens: int = 0
+    cost: Decimal = Decimal(0)
+    # The first bucket with a message, and the first ledger row, of each piece: as text,
+    # parsed only if a reset time is asked for.
+    first_buckets: list = field(default_factory=list)
+    first_edges: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class _Spans:
     """Where a window's usage is read: the ledger edge, hour buckets, day buckets, hour buckets."""
 
-    edge: tuple[datetime, datetime]
-    first_hours: tuple[datetime, datetime]
-    days: tuple[datetime, datetime]
-    last_hours: tuple[datetime, datetime]
+    edge: Range
+    first_hours: Range
+    days: Range
+    last_hours: Range
+
+    def ranges(self) -> list[tuple[str, Range]]:
+        """The non-empty ones, with where each is read."""
+        ranges = [(LEDGER, self.edge), (HOURS, self.first_hours), (DAYS, self.days), (HOURS, self.last_hours)]
+        return [(kind, (lo, hi)) for kind, (lo, hi) in ranges if lo < hi]
 
 
 def _spans(start: datetime, now: datetime) -> _Spans:
@@ -184,8 +208,7 @@ class Usage:
         self.subscription = subscription
         self.now = now
         self.used: dict[str, int | Decimal] = {}
-        self._first_bucket: dict[Scope, datetime | None] = {}
-        self._first_edge: dict[Scope, datetime | None] = {}
+        self._sums: dict[Scope, list[_Sum]] = {}
         self._spans: dict[Scope, _Spans] = {}
 
     def start(self, window: str) -> datetime:
@@ -194,41 +217,49 @@ class Usage:
         return self.now - WINDOWS[window]
 
     def load(self) -> "Usage":
-        """Sum every limit: one query over the buckets, one over the ledger's edge hours."""
+        """Sum every limit in one query: the windows cut into disjoint pieces, each summed once per class."""
+        spans = {window: _spans(self.start(window), self.now) for window in {window for window, _ in SCOPES}}
+        pieces = _cut({window: window_spans.ranges() for window, window_spans in spans.items()})
         adapt = connection.ops.adapt_datetimefield_value
-        for scope in SCOPES:
-            self._spans[scope] = _spans(self.start(scope[0]), self.now)
-        bucket_params, hour_params, ledger_params, edge_params = [], [], [], []
-        for scope in SCOPES:
-            spans = self._spans[scope]
-            ranges = [adapt(t) for t in (*spans.first_hours, *spans.days, *spans.last_hours)]
-            bucket_params += ranges * 4  # messages, tokens, cost and first, each filtered alike
-            hour_params += [adapt(t) for t in (*spans.first_hours, *spans.last_hours)]
-            edge = [adapt(t) for t in spans.edge]
-            ledger_params += edge * 4
-            edge_params += edge
-        earliest_day = min(spans.days[0] for spans in self._spans.values())
         user_id = self.subscription.user_id
         with connection.cursor() as cursor:
-            cursor.execute(_sql("buckets"), [*bucket_params, user_id, adapt(earliest_day), *hour_params])
-            buckets = cursor.fetchone()
-            cursor.execute(_sql("ledger"), [*ledger_params, user_id, *edge_params])
-            edges = cursor.fetchone()
+            cursor.execute(
+                _sums_sql(tuple(piece.kind for piece in pieces)),
+                [value for piece in pieces for value in (user_id, adapt(piece.lo), adapt(piece.hi))],
+            )
+            rows = cursor.fetchall()
 
-        totals: dict[Scope, dict[str, int | Decimal]] = {}
-        for index, scope in enumerate(SCOPES):
-            in_buckets, in_edge = buckets[index * 4 : index * 4 + 4], edges[index * 4 : index * 4 + 4]
-            totals[scope] = {
+        sums: dict[tuple[str, str], _Sum] = {}
+        for index, klass, messages, tokens, cost, first in rows:
+            piece = pieces[index]
+            cost = _decimal(cost)
+            for window in piece.windows:
+                total = sums.get((window, klass))
+                if total is None:
+                    total = sums[window, klass] = _Sum()
+                total.messages += messages
+                total.tokens += tokens
+                total.cost += cost
+                if first is not None:
+                    (total.first_edges if piece.kind == LEDGER else total.first_buckets).append(first)
+        for scope in SCOPES:
+            window, classes = scope
+            self._spans[scope] = spans[window]
+            found = self._sums[scope] = [sums[window, klass] for klass in classes if (window, klass) in sums]
+            totals = {
                 # PostgreSQL sums integers as numeric: counts come back as Decimal.
-                "messages": int(in_buckets[0] or 0) + int(in_edge[0] or 0),
-                "tokens": int(in_buckets[1] or 0) + int(in_edge[1] or 0),
-                "cost": (_decimal(in_buckets[2]) + _decimal(in_edge[2])).quantize(COST_PRECISION),
+                "messages": int(sum(total.messages for total in found)),
+                "tokens": int(sum(total.tokens for total in found)),
+                "cost": sum((total.cost for total in found), Decimal(0)).quantize(COST_PRECISION),
             }
-            self._first_bucket[scope] = _datetime(in_buckets[3])
-            self._first_edge[scope] = _datetime(in_edge[3])
-        for limit in LIMITS:
-            self.used[limit.name] = totals[(limit.window, limit.classes)][limit.measure]
+            for limit in _SCOPE_LIMITS[scope]:
+                self.used[limit.name] = totals[limit.measure]
         return self
+
+    def _first(self, scope: Scope, *, in_ledger: bool) -> datetime | None:
+        """The oldest ledger row the scope reads (`in_ledger`), or its oldest bucket with a message."""
+        found = (total.first_edges if in_ledger else total.first_buckets for total in self._sums[scope])
+        return min((_datetime(first) for firsts in found for first in firsts), default=None)
 
     def add(self, *, klass: str, messages: int = 0, tokens: int = 0, cost: Decimal = Decimal(0)) -> None:
         """Count a reservation just made into the loaded totals."""
@@ -236,8 +267,8 @@ class Usage:
             if klass in limit.classes:
                 self.used[limit.name] += {"messages": messages, "tokens": tokens, "cost": cost}[limit.measure]
         for scope in SCOPES:
-            if klass in scope[1] and self._first_edge[scope] is None and self._first_bucket[scope] is None:
-                self._first_edge[scope] = self.now
+            if klass in scope[1] and not any(total.first_edges or total.first_buckets for total in self._sums[scope]):
+                self._sums[scope].append(_Sum(first_edges=[self.now]))
 
     def resets_at(self, limit: Limit) -> datetime | None:
         """When the oldest usage counted by a rolling limit leaves its window (the period's end for period limits)."""
@@ -249,9 +280,11 @@ class Usage:
         in_day: dict[Scope, datetime] = {}
         in_hour: dict[Scope, datetime] = {}
         for scope in scopes:
-            first = self._first_bucket[scope]
-            if self._first_edge[scope] is not None or first is None:
-                oldest[scope] = self._first_edge[scope]
+            first_edge = self._first(scope, in_ledger=True)
+            # A ledger row of the partial first hour comes before every bucket: then no bucket is looked at.
+            first = first_edge or self._first(scope, in_ledger=False)
+            if first_edge is not None or first is None:
+                oldest[scope] = first
             elif self._spans[scope].days[0] <= first < self._spans[scope].days[1]:
                 in_day[scope] = first
             else:
@@ -317,8 +350,11 @@ class Usage:
 
 
 def _decimal(value) -> Decimal:
-    # SQLite adds decimals as floats; its str() is the shortest exact-looking form.
-    return Decimal(str(value)) if value is not None else Decimal(0)
+    if isinstance(value, Decimal):
+        return value
+    # SQLite adds decimals as floats: its str() is the shortest exact-looking form, and every
+    # stored cost has 8 places, so a piece's sum rounded to them is exact.
+    return Decimal(str(value)).quantize(COST_PRECISION) if value is not None else Decimal(0)
 
 
 def _datetime(value) -> datetime | None:

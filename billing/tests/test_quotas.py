@@ -17,10 +17,10 @@ from django.db import connection
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from billing.models import SubscriptionType, UsageBucket, UsageEvent, UserSubscription
+from billing.models import WINDOWS, SubscriptionType, UsageBucket, UsageEvent, UserSubscription
 from billing.quotas import LIMITS, Usage, event_class, floor_day, floor_hour
-from billing.services import subscription_assign, subscription_current, usage_reserve
-from billing.tests.factories import SubscriptionTypeFactory
+from billing.services import subscription_assign, subscription_current, usage_release, usage_reserve
+from billing.tests.factories import SubscriptionTypeFactory, UsageEventFactory
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
 from chatsite.errors import QuotaExceeded
 from chatsite.testing.upstream import tiny_png
@@ -612,14 +612,13 @@ def test_a_quota_check_costs_the_same_queries_with_an_empty_or_a_long_ledger(
     _ledger_fill(user, [paid, free, image], now)
     assert UsageEvent.objects.filter(user=user).count() == 2000
 
-    # Queries, 9 either way: savepoint; the current subscription; the same row locked FOR UPDATE;
-    # every limit's sum over the hourly buckets; the same over the ledger's partial first hours;
-    # the new ledger row; its bucket's update; then, with an empty ledger, the insert of its
-    # bucket, or with a long one, the exact time of the oldest send the tightest limit counts
-    # (inside a whole bucket); release savepoint.
-    with django_assert_max_num_queries(9):
+    # Queries, 7 at most either way: savepoint; the current subscription, locked FOR UPDATE;
+    # every limit's sums (buckets and the ledger's partial first hours, one statement); the new
+    # ledger row; the upsert of its hour and day buckets; with a long ledger, the exact time of
+    # the oldest send the tightest limit counts (here inside a whole hour bucket); release savepoint.
+    with django_assert_max_num_queries(7):
         usage_reserve(user=other_user, session=None, ai_model=paid)
-    with django_assert_max_num_queries(9):
+    with django_assert_max_num_queries(7):
         event = usage_reserve(user=user, session=None, ai_model=paid)
 
     # Paid sends 14 and 100 minutes ago, and this one: 3 of 10; the older of the two leaves first.
@@ -649,6 +648,102 @@ def test_a_quota_check_costs_the_same_queries_with_an_empty_or_a_long_ledger(
         used["max_tokens"]
         == paid_rows.filter(created_at__gte=subscription.start_date).aggregate(t=Sum("billed_tokens"))["t"]
     )
+
+
+def _counted(user, limit, start):
+    """What `limit` counts from `start` on, and its oldest row, straight from the ledger."""
+    rows = UsageEvent.objects.filter(user=user, created_at__gte=start).exclude(state=UsageEvent.State.RELEASED)
+    rows = rows.filter(
+        (Q(kind=UsageEvent.Kind.IMAGE) if "image" in limit.classes else Q(pk__in=[]))
+        | (Q(kind=UsageEvent.Kind.MESSAGE, is_free_model=False) if "paid" in limit.classes else Q(pk__in=[]))
+        | (Q(kind=UsageEvent.Kind.MESSAGE, is_free_model=True) if "free" in limit.classes else Q(pk__in=[]))
+    )
+    values = list(rows.values_list("billed_tokens", "cost_usd", "created_at"))
+    # Summed in Python: SQLite sums decimals as floats.
+    used = {"messages": len(values), "tokens": sum(v[0] for v in values), "cost": sum(v[1] for v in values)}
+    return used[limit.measure], min((v[2] for v in values), default=None)
+
+
+# Moments after the newest row (so "now" is really now): early and late in an hour (long and
+# short partial first hours), on and around hour and day boundaries.
+MOMENTS = {
+    "early in the hour": lambda base: base,
+    "late in the hour": lambda base: base + 30 * MINUTE,
+    "on the hour": lambda base: floor_hour(base) + HOUR,
+    "a microsecond before the hour": lambda base: floor_hour(base) + HOUR - timedelta(microseconds=1),
+    "a microsecond past midnight": lambda base: floor_day(base) + DAY + timedelta(microseconds=1),
+    "a day later": lambda base: base + DAY + 11 * MINUTE,
+}
+
+
+@pytest.mark.parametrize(
+    "period_start",
+    [
+        # The period's partial first hour is the weekly window's, a few minutes earlier: their ledger reads overlap.
+        pytest.param(lambda now: now - 7 * DAY - 5 * MINUTE, id="in-the-weekly-windows-first-hour"),
+        pytest.param(lambda now: now - 7 * DAY, id="with-the-weekly-window"),
+        pytest.param(lambda now: floor_day(now) - 9 * DAY, id="at-a-midnight"),
+        pytest.param(lambda now: now - 35 * DAY, id="before-the-monthly-window"),
+        pytest.param(lambda now: now - 20 * MINUTE, id="twenty-minutes-ago"),
+    ],
+)
+def test_every_limit_counts_exactly_its_window_of_the_ledger_and_resets_with_its_oldest_row(
+    user, default_tier, django_assert_num_queries, period_start
+):
+    base = timezone.now().replace(minute=17, second=3, microsecond=250000)
+    paid, free, image = AIModelFactory(), AIModelFactory(is_free=True), AIModelFactory(model_type="image")
+    _ledger_fill(user, [paid, free, image], base)
+
+    for name, moment in MOMENTS.items():
+        now = moment(base)
+        subscription = UserSubscription(user=user, subscription_type=default_tier, start_date=period_start(now))
+        with django_assert_num_queries(1):  # every limit's sums, in one statement
+            usage = Usage(subscription, now).load()
+        for limit in LIMITS:
+            used, oldest = _counted(user, limit, usage.start(limit.window))
+            assert usage.used[limit.name] == used, (name, limit.name)
+            if limit.window != "period":
+                assert usage.resets_at(limit) == (oldest + WINDOWS[limit.window] if used else None), (name, limit.name)
+
+
+@pytest.mark.parametrize("minute", [17, 47], ids=["early-in-the-hour", "late-in-the-hour"])
+def test_a_reset_time_needs_no_more_queries_when_the_oldest_usage_is_in_the_first_hour(
+    user, default_tier, django_assert_num_queries, minute
+):
+    now = timezone.now().replace(minute=minute, second=3, microsecond=250000)
+    models = {
+        "paid": AIModelFactory(),
+        "free": AIModelFactory(is_free=True),
+        "image": AIModelFactory(model_type="image"),
+    }
+    # Of every class, a row a minute into each rolling window, and one a minute before it.
+    for span in WINDOWS.values():
+        for klass, model in models.items():
+            for at in (now - span + MINUTE, now - span - MINUTE):
+                kind = UsageEvent.Kind.IMAGE if klass == "image" else UsageEvent.Kind.MESSAGE
+                UsageEventFactory(user=user, ai_model=model, kind=kind, is_free_model=klass == "free", created_at=at)
+    subscription = UserSubscription(user=user, subscription_type=default_tier, start_date=now - 40 * DAY)
+
+    with django_assert_num_queries(1):
+        usage = Usage(subscription, now).load()
+        for limit in LIMITS:
+            if limit.window != "period":
+                assert usage.resets_at(limit) == now + MINUTE, limit.name
+    for limit in LIMITS:
+        assert usage.used[limit.name] == _counted(user, limit, usage.start(limit.window))[0], limit.name
+
+
+def test_a_released_send_is_never_the_oldest_usage(user, default_tier, time_machine, t0):
+    paid = AIModelFactory()
+    usage_release(event=usage_reserve(user=user, session=None, ai_model=paid))  # its hour's buckets back to zero
+    time_machine.move_to(t0 + 2 * HOUR)
+    usage_reserve(user=user, session=None, ai_model=paid)
+    now = t0 + 5 * HOUR
+
+    usage = Usage(subscription_current(user=user), now).load()
+
+    daily = next(limit for limit in LIMITS if limit.name == "daily_max_messages")
+    assert (usage.used[daily.name], usage.resets_at(daily)) == (1, t0 + 2 * HOUR + DAY)
 
 
 # 15. Races between concurrent sends.
