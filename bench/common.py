@@ -212,3 +212,13 @@ def run_locust(user_class: str, *, host: str, clients_file: Path, users: int, se
     if not samples.exists():
         raise RuntimeError(f"locust wrote no samples; its log {log_path}:\n{log_path.read_text()[-3000:]}")
     return json.loads(samples.read_text())
+
+
+def order_sections(headings: list[str]) -> None:
+    """Put BENCHMARKS.md's sections in the order of `headings`; others keep their place after them."""
+    text = BENCHMARKS.read_text()
+    head, *sections = text.split("\n## ")
+    sections = ["## " + section.strip() for section in sections]
+    placed = [s for heading in headings for s in sections if s.split("\n", 1)[0] == heading]
+    rest = [s for s in sections if s not in placed]
+    BENCHMARKS.write_text("\n\n".join([head.strip(), *placed, *rest]) + "\n")

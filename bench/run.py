@@ -49,6 +49,7 @@ SUMMARY = "## SPEC 8 targets"
 ENDPOINTS = "## Endpoints under load"
 QUERIES = "## SQL statements per request"
 QUOTA = "## Quota reservation: 0 vs 1,000,000 ledger rows"
+ORDER = [SUMMARY, ENDPOINTS, QUERIES, load.SECTION, QUOTA]
 SCENARIOS = [  # (locust user class, what it measures)
     ("ListSessions", "list sessions"),
     ("ListMessages", "list messages"),
@@ -282,8 +283,9 @@ def main() -> None:
     with common.Servers(pieces=PIECES, delay=PIECE_DELAY) as servers:
         dataset.point_models_at(instant=servers.instant.url, paced=servers.paced.url)
         if args.only == "load":
-            load.soak(servers, clients_file, users=args.soak_clients, seconds=args.soak_seconds)
-            return
+            soak = load.soak(servers, clients_file, users=args.soak_clients, seconds=args.soak_seconds)
+            common.order_sections(ORDER)
+            sys.exit(0 if soak["ok"] else 1)
         counted = count_queries(clients)
         upstream = upstream_alone(servers.instant.url)
         results = run_scenarios(servers, clients_file, args.seconds)
@@ -297,6 +299,7 @@ def main() -> None:
         results=results, counted=counted, upstream=upstream, quota=quota_figures(), soak=soak, note=note
     )
     common.write_section(SUMMARY, summary, before=ENDPOINTS)
+    common.order_sections(ORDER)
     print(summary)
 
 

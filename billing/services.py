@@ -84,7 +84,7 @@ def usage_reserve(
 
     The event returned carries `headroom`, the tightest limit left after it.
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         # Lock the subscription row: concurrent reservations of one user, from any process
         # or server, queue here, and each one checks the usage the previous one committed.
         subscription = subscription_current_get(user=user, lock=True)
@@ -176,7 +176,10 @@ def _event_bucket(event: UsageEvent) -> dict:
     }
 
 
-@transaction.atomic
+# The reserve/settle/release functions run in their caller's transaction when there is one,
+# without a savepoint of their own (two round trips each): nothing catches their errors
+# inside that transaction, so it is always rolled back whole.
+@transaction.atomic(savepoint=False)
 def usage_settle(
     *, event: UsageEvent, prompt_tokens: int, completion_tokens: int, cost_usd: Decimal | None = None
 ) -> UsageEvent:
@@ -209,7 +212,7 @@ def usage_settle(
     return event
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def usage_release(*, event: UsageEvent) -> UsageEvent:
     """Give a reservation back: the upstream produced nothing, so nothing is charged."""
     event = UsageEvent.objects.select_for_update().get(pk=event.pk)
