@@ -49,7 +49,8 @@ SUMMARY = "## SPEC 8 targets"
 ENDPOINTS = "## Endpoints under load"
 QUERIES = "## SQL statements per request"
 QUOTA = "## Quota reservation: 0 vs 1,000,000 ledger rows"
-ORDER = [SUMMARY, ENDPOINTS, QUERIES, load.SECTION, QUOTA]
+MISSES = "## Targets not met, and why"  # written by hand; kept in its place
+ORDER = [SUMMARY, MISSES, ENDPOINTS, QUERIES, load.SECTION, QUOTA]
 SCENARIOS = [  # (locust user class, what it measures)
     ("ListSessions", "list sessions"),
     ("ListMessages", "list messages"),
