@@ -112,10 +112,14 @@ def upstream_alone(url: str, count: int = 300) -> dict:
     return common.percentiles(times)
 
 
+def warm_up(servers: common.Servers, clients_file: Path) -> None:
+    """Every endpoint in each worker first: imports, caches, database connections, memory."""
+    common.run_locust("Soak", host=servers.app.url, clients_file=clients_file, users=CLIENTS, seconds=8)
+
+
 def run_scenarios(servers: common.Servers, clients_file: Path, seconds: int) -> dict:
     results = {}
-    # Warm-up: every endpoint once in each worker, its imports, caches and database connections.
-    common.run_locust("Soak", host=servers.app.url, clients_file=clients_file, users=CLIENTS, seconds=8)
+    warm_up(servers, clients_file)
     for user_class, _ in SCENARIOS:
         for mode, pace in (("latency", 1.0), ("throughput", 0)):
             print(f"bench: {user_class}, {CLIENTS} clients, {mode} ...", flush=True)
@@ -284,6 +288,7 @@ def main() -> None:
     with common.Servers(pieces=PIECES, delay=PIECE_DELAY) as servers:
         dataset.point_models_at(instant=servers.instant.url, paced=servers.paced.url)
         if args.only == "load":
+            warm_up(servers, clients_file)
             soak = load.soak(servers, clients_file, users=args.soak_clients, seconds=args.soak_seconds)
             common.order_sections(ORDER)
             sys.exit(0 if soak["ok"] else 1)
