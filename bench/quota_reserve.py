@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/quota_reserve.py        # or `make bench`
 
-DATABASE_URL defaults to postgres://chatsite:chatsite@127.0.0.1:5432/chatsite_bench. The two
-ledgers are two schemas of that database, each migrated here: `bench_empty`, emptied on
+DATABASE_URL defaults to BENCH_DATABASE_URL, or to make bench's database
+(postgres://chatsite:chatsite@127.0.0.1:5432/chatsite_bench_app). The two ledgers are two schemas of that database, each migrated here: `bench_empty`, emptied on
 every run, and `bench_loaded`, loaded once with 1,000,000 rows and reused while it is less
 than a day old (quota windows are relative to now). Reservations alternate between the two
 in blocks, so that whatever else the machine does weighs on both alike; each reservation is
@@ -13,7 +13,6 @@ released at once so no limit fills. The results replace their section of BENCHMA
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -21,11 +20,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DATABASE_URL", "postgres://chatsite:chatsite@127.0.0.1:5432/chatsite_bench")
+from bench import common
+
+os.environ.setdefault("DATABASE_URL", os.environ.get("BENCH_DATABASE_URL", common.DEFAULT_URL))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 os.environ.setdefault("SECRET_KEY", "benchmark-only-this-process-serves-nothing")
 
@@ -332,32 +332,6 @@ def stats(times: list[float]) -> dict[str, float]:
     }
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    with open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        pg = cursor.fetchone()[0]
-        cursor.execute("SHOW synchronous_commit")
-        sync = cursor.fetchone()[0]
-    cpus = len(os.sched_getaffinity(0))
-    return (
-        f"{cpus} CPUs (nproc), {model}; PostgreSQL {pg} on 127.0.0.1 (synchronous_commit {sync}); "
-        f"Python {platform.python_version()}, Django {django.get_version()}, {platform.system()} {platform.release()}"
-    )
-
-
-def masked(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
-    return urlunsplit(parts)
-
-
 def report(empty_ledger: Ledger, loaded: Ledger, *, data: str, args: argparse.Namespace) -> str:
     ledgers = (empty_ledger, loaded)
     figures = {ledger.label: stats(ledger.reserve) for ledger in ledgers}
@@ -407,7 +381,7 @@ check, the ledger row and its hourly bucket. Each reservation is released at onc
 so no limit fills. The tier has every limit unlimited but `monthly_max_messages` (10^12); the
 check sums every window anyway. The subscription began {SUBSCRIBED_FOR.days} days ago.
 
-- Machine: {machine()}; run {timezone.now():%Y-%m-%d %H:%M} UTC on a machine shared with other work
+- Machine: {common.machine()}; run {timezone.now():%Y-%m-%d %H:%M} UTC on a machine shared with other work
   (1-minute load average {args.load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end).
 - Data set: empty = schema `bench_empty`, no ledger rows at all. Loaded = schema `bench_loaded`,
   {TOTAL_ROWS:,} `UsageEvent` rows over the last {SPAN.days} days in time order ({BENCH_USER_ROWS:,} for the
@@ -416,7 +390,7 @@ check sums every window anyway. The subscription began {SUBSCRIBED_FOR.days} day
   `VACUUM (ANALYZE, INDEX_CLEANUP ON)`;
   {data}.
 - Command: `make bench` = `.venv/bin/python bench/quota_reserve.py`, with DATABASE_URL
-  `{masked(os.environ["DATABASE_URL"])}`: {args.blocks} blocks per ledger, alternating,
+  `{common.masked(os.environ["DATABASE_URL"])}`: {args.blocks} blocks per ledger, alternating,
   of {per_block} timed reservations after {args.warmup} untimed ones.
 
 | ledger | reservations | p50 ms | p95 ms | p99 ms | mean ms | SQL statements per reservation |
@@ -486,21 +460,6 @@ def _short(sql: str) -> str:
     return sql if len(sql) <= 110 else sql[:100] + (tail or "...")
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    current = (
-        path.read_text() if path.exists() else "# Benchmarks\n\nMeasured by `bench/`; targets in SPEC section 8.\n"
-    )
-    if SECTION in current:
-        before, rest = current.split(SECTION, 1)
-        following = rest.find("\n## ")
-        after = rest[following + 1 :] if following != -1 else ""
-        current = before + text + ("\n" + after if after else "")
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=2000, help="timed reservations per ledger (default 2000)")
@@ -540,7 +499,7 @@ def main() -> None:
     text = report(empty_ledger, loaded, data=data, args=args)
     print("\n" + text)
     if not args.no_write:
-        write_section(text)
+        common.write_section(SECTION, text)
         print(f"written to {ROOT / 'BENCHMARKS.md'}")
 
 
