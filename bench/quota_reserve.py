@@ -3,9 +3,10 @@
     .venv/bin/python bench/quota_reserve.py        # or `make bench`
 
 DATABASE_URL defaults to BENCH_DATABASE_URL, or to make bench's database
-(postgres://chatsite:chatsite@127.0.0.1:5432/chatsite_bench_app). The two ledgers are two schemas of that database, each migrated here: `bench_empty`, emptied on
-every run, and `bench_loaded`, loaded once with 1,000,000 rows and reused while it is less
-than a day old (quota windows are relative to now). Reservations alternate between the two
+(postgres://chatsite:chatsite@127.0.0.1:5432/chatsite_bench_app). The two ledgers are two
+schemas of that database, each migrated here: `bench_empty`, emptied on every run, and
+`bench_loaded`, loaded once with 1,000,000 rows and reused while it is less than a day old
+(quota windows are relative to now). Reservations alternate between the two
 in blocks, so that whatever else the machine does weighs on both alike; each reservation is
 released at once so no limit fills. The results replace their section of BENCHMARKS.md.
 """
