@@ -412,6 +412,8 @@ def test_every_control_is_labelled_and_works_from_the_keyboard(page, live_server
     _sign_in(page.context, live_server, user)
     problems = _watch(page)
     page.goto(f"/chat/{chat_session.pk}/")
+    # chat.js (deferred) adds the Copy buttons: every control is there once it has run.
+    expect(page.get_by_role("button", name="Copy")).to_be_visible()
 
     unlabelled = page.evaluate(
         """() => [...document.querySelectorAll("button, a[href], textarea, input:not([type=hidden]), select")]
