@@ -282,11 +282,11 @@ def main() -> None:
 
     note = dataset.ensure()
     print(f"bench: data set {note}", flush=True)
-    clients = dataset.clients()
-    clients_file = common.WORK / "clients.json"
-    clients_file.write_text(json.dumps(clients))
     with common.Servers(pieces=PIECES, delay=PIECE_DELAY) as servers:
         dataset.point_models_at(instant=servers.instant.url, paced=servers.paced.url)
+        clients = dataset.clients()  # after the paced model exists
+        clients_file = common.WORK / "clients.json"
+        clients_file.write_text(json.dumps(clients))
         if args.only == "load":
             warm_up(servers, clients_file)
             soak = load.soak(servers, clients_file, users=args.soak_clients, seconds=args.soak_seconds)
