@@ -1,4 +1,5 @@
 import threading
+from decimal import Decimal
 
 import pytest
 from rest_framework.test import APIClient
@@ -97,6 +98,18 @@ def ai_model(db):
 @pytest.fixture
 def chat_session(user, chatbot, ai_model):
     return ChatSessionFactory(user=user, chatbot=chatbot, ai_model=ai_model)
+
+
+@pytest.fixture
+def upstream_chat(user, chatbot):
+    """A chat of `user` on a priced model that the `upstream` server answers (provider "openai")."""
+    model = AIModelFactory(
+        model_id="vendor/chat",
+        provider="openai",
+        prompt_price_per_million=Decimal("1"),
+        completion_price_per_million=Decimal("2"),
+    )
+    return ChatSessionFactory(user=user, chatbot=chatbot, ai_model=model)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from decimal import Decimal
 from urllib.parse import urlsplit
 
 import psycopg
@@ -44,18 +43,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def model(db):
-    return AIModelFactory(
-        model_id="vendor/chat",
-        provider="openai",
-        prompt_price_per_million=Decimal("1"),
-        completion_price_per_million=Decimal("2"),
-    )
-
-
-@pytest.fixture
-def session(user, chatbot, model):
-    return ChatSessionFactory(user=user, chatbot=chatbot, ai_model=model)
+def session(upstream_chat):
+    return upstream_chat
 
 
 def send(client, session, text, **extra):

@@ -21,18 +21,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def model(db):
-    return AIModelFactory(
-        model_id="vendor/chat",
-        provider="openai",
-        prompt_price_per_million=Decimal("1"),
-        completion_price_per_million=Decimal("2"),
-    )
-
-
-@pytest.fixture
-def session(user, chatbot, model):
-    return ChatSessionFactory(user=user, chatbot=chatbot, ai_model=model)
+def session(upstream_chat):
+    return upstream_chat
 
 
 def send(client, session, text="Hello", **extra):
