@@ -403,6 +403,24 @@
 
   // ---- Send ----------------------------------------------------------------------------------
 
+  // POST that answers with a stream; on a network error or a refusal, say why, end busy, return null.
+  async function streamStart(path, body) {
+    let response;
+    try {
+      response = await request("POST", `${api}${path}`, body);
+    } catch (error) {
+      setBusy(false);
+      showError(alerts, OFFLINE);
+      return null;
+    }
+    if (!response.ok) {
+      setBusy(false);
+      showError(alerts, await errorOf(response));
+      return null;
+    }
+    return response;
+  }
+
   async function send() {
     if (busy) return;
     const text = input.value;
@@ -413,20 +431,9 @@
     }
     clearErrors(alerts);
     setBusy(true);
-    let response;
-    try {
-      response = await request("POST", `${api}send/`, {message: text, stream: true});
-    } catch (error) {
-      setBusy(false);
-      showError(alerts, OFFLINE);
-      return;
-    }
-    if (!response.ok) {
-      // Refused before anything was saved: the typed text stays in the box.
-      setBusy(false);
-      showError(alerts, await errorOf(response));
-      return;
-    }
+    // Refused before anything was saved: the typed text stays in the box.
+    const response = await streamStart("send/", {message: text, stream: true});
+    if (!response) return;
     input.value = "";
     grow(input);
     announce("Message sent. Generating the reply.");
@@ -475,19 +482,8 @@
     if (busy) return;
     clearErrors(alerts);
     setBusy(true);
-    let response;
-    try {
-      response = await request("POST", `${api}regenerate/`, {stream: true});
-    } catch (error) {
-      setBusy(false);
-      showError(alerts, OFFLINE);
-      return;
-    }
-    if (!response.ok) {
-      setBusy(false);
-      showError(alerts, await errorOf(response));
-      return;
-    }
+    const response = await streamStart("regenerate/", {stream: true});
+    if (!response) return;
     const active = activeMessages();
     const last = active[active.length - 1];
     if (last && last.dataset.messageType === "assistant") markDisabled(last);
