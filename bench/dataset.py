@@ -185,13 +185,13 @@ def _build(log) -> None:
         {"users": users, "n_users": len(users), "model": model.pk, "now": now, "total": LEDGER_ROWS,
          "span": SPAN.total_seconds()},
     )  # fmt: skip
-    _rebuild_buckets()
+    rebuild_buckets()
     log(f"bench: {LEDGER_ROWS} ledger rows and their buckets")
     _sql("VACUUM ANALYZE")
     _sql("INSERT INTO bench_dataset VALUES (%s, %s, %s)", [VERSION, now, now])
 
 
-def _rebuild_buckets() -> None:
+def rebuild_buckets() -> None:
     """The hour and day buckets the services keep in step with the ledger (released rows count nowhere)."""
     _sql(f"TRUNCATE {UsageBucket._meta.db_table}")
     _sql(
@@ -211,7 +211,7 @@ def _move_ledger_forward(by: timedelta) -> None:
     """Keep the ledger's last 30 days ending now, as a live service's would."""
     with transaction.atomic():
         _sql(f"UPDATE {UsageEvent._meta.db_table} SET created_at = created_at + %s", [by])
-        _rebuild_buckets()
+        rebuild_buckets()
         _sql("UPDATE bench_dataset SET moved_at = now()")
     _sql(f"VACUUM ANALYZE {UsageEvent._meta.db_table}, {UsageBucket._meta.db_table}")
 

@@ -40,6 +40,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import User
+from bench.dataset import rebuild_buckets
 from billing.models import SubscriptionType, UsageBucket, UsageEvent
 from billing.quotas import Usage, floor_hour
 from billing.services import subscription_assign, subscription_current, usage_release, usage_reserve
@@ -84,22 +85,6 @@ FROM (
         CASE WHEN (i / 5) %% 25 = 0 THEN 0 ELSE 50 + i %% 300 END AS completion
     FROM generate_series(1, %(total)s) AS i
 ) AS rows
-"""
-
-# The buckets the services would have kept in step with those rows (released rows count nowhere).
-LOAD_BUCKETS = """
-INSERT INTO billing_usagebucket (user_id, span, hour, klass, messages, tokens, cost_usd)
-SELECT
-    user_id,
-    span.name,
-    date_trunc(span.name, created_at, 'UTC'),
-    CASE WHEN kind = 'image' THEN 'image' WHEN is_free_model THEN 'free' ELSE 'paid' END,
-    count(*),
-    sum(billed_tokens),
-    sum(cost_usd)
-FROM billing_usageevent CROSS JOIN (VALUES ('hour'), ('day')) AS span (name)
-WHERE state <> 'released'
-GROUP BY 1, 2, 3, 4
 """
 
 
@@ -213,7 +198,7 @@ def load(ledger: Ledger) -> str:
                 "span": SPAN.total_seconds(),
             },
         )
-        cursor.execute(LOAD_BUCKETS)
+    rebuild_buckets()
     vacuum()
     return f"loaded by this run in {time.perf_counter() - started:.1f} s"
 
