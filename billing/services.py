@@ -1,5 +1,6 @@
 """Writes of billing: subscriptions and the reserve → settle → release cycle of the usage ledger."""
 
+import copy
 import math
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -187,7 +188,8 @@ def usage_settle(
 
     `event` is the reservation as it was made: its reserved amounts never change while it
     is reserved, and the update takes the row only while it still is, so a reply is
-    never charged twice and no read is needed first.
+    never charged twice and no read is needed first. It is left as it is and the settled
+    event is returned, so a settle rolled back and tried again counts the difference again.
     """
     model = event.ai_model
     multiplier = model.token_cost_multiplier if model else Decimal(1)
@@ -204,6 +206,7 @@ def usage_settle(
     if not settled:
         return UsageEvent.objects.get(pk=event.pk)  # settled or released already
     reserved_tokens, reserved_cost = event.billed_tokens, event.cost_usd
+    event = copy.copy(event)
     event.prompt_tokens, event.completion_tokens = prompt_tokens, completion_tokens
     event.billed_tokens, event.cost_usd, event.state = tokens, cost_usd, UsageEvent.State.SETTLED
     _bucket_add(**_event_bucket(event), tokens=tokens - reserved_tokens, cost=Decimal(cost_usd) - reserved_cost)

@@ -13,13 +13,19 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing.models import WINDOWS, SubscriptionType, UsageBucket, UsageEvent, UserSubscription
 from billing.quotas import LIMITS, Usage, event_class, floor_day, floor_hour
-from billing.services import subscription_assign, subscription_current, usage_release, usage_reserve
+from billing.services import (
+    subscription_assign,
+    subscription_current,
+    usage_release,
+    usage_reserve,
+    usage_settle,
+)
 from billing.tests.factories import SubscriptionTypeFactory, UsageEventFactory
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
 from chatsite.errors import QuotaExceeded
@@ -744,6 +750,28 @@ def test_a_released_send_is_never_the_oldest_usage(user, default_tier, time_mach
 
     daily = next(limit for limit in LIMITS if limit.name == "daily_max_messages")
     assert (usage.used[daily.name], usage.resets_at(daily)) == (1, t0 + 2 * HOUR + DAY)
+
+
+def test_a_settle_rolled_back_and_tried_again_counts_its_tokens_and_cost_once(user, default_tier, t0):
+    paid = AIModelFactory(prompt_price_per_million=Decimal(1), completion_price_per_million=Decimal(2))
+    event = usage_reserve(user=user, session=None, ai_model=paid, prompt_tokens=5)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        usage_settle(event=event, prompt_tokens=9, completion_tokens=30)
+        raise RuntimeError("the connection died before the commit")
+
+    settled = usage_settle(event=event, prompt_tokens=9, completion_tokens=30)
+
+    assert (event.state, event.billed_tokens) == (UsageEvent.State.RESERVED, 5)  # the reservation, unchanged
+    assert (settled.state, settled.billed_tokens, settled.cost_usd) == (
+        UsageEvent.State.SETTLED,
+        39,
+        paid.price_usd(9, 30),
+    )
+    for span in (UsageBucket.Span.HOUR, UsageBucket.Span.DAY):
+        counted = UsageBucket.objects.filter(user=user, span=span).aggregate(
+            messages=Sum("messages"), tokens=Sum("tokens"), cost=Sum("cost_usd")
+        )
+        assert counted == {"messages": 1, "tokens": 39, "cost": paid.price_usd(9, 30)}, span
 
 
 # 15. Races between concurrent sends.

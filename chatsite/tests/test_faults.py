@@ -26,6 +26,7 @@ from django.db import OperationalError, connection
 from django.db.models import Count, Sum
 
 from accounts.tests.factories import PASSWORD, UserFactory
+from billing import services as billing_services
 from billing.models import ChatSessionUsage, UsageBucket, UsageEvent
 from billing.services import subscription_assign
 from billing.tests.factories import SubscriptionTypeFactory
@@ -389,6 +390,31 @@ def test_a_reply_that_ends_while_the_database_is_away_is_saved_once_it_is_back(
     assert (reply.status, reply.content) == (ChatMessage.Status.COMPLETE, "Made it.")
     (event,) = UsageEvent.objects.all()
     assert (event.state, event.completion_tokens) == (UsageEvent.State.SETTLED, 3)
+    assert_counters_match_ledger(user)
+
+
+def test_a_reply_whose_finish_loses_the_database_after_settling_is_charged_once_when_it_is_back(
+    api_client, user, session, upstream, monkeypatch
+):
+    upstream.enqueue_text("Made it.", usage=(9, 3))
+    add = billing_services._session_usage_add
+    attempts = []
+
+    def add_after_an_outage(*args, **kwargs):
+        # The ledger row is settled by now; the connection dies before the finish commits.
+        attempts.append(1)
+        if len(attempts) < 2:
+            database_gone()
+        add(*args, **kwargs)
+
+    monkeypatch.setattr(billing_services, "_session_usage_add", add_after_an_outage)
+
+    response = send(api_client, session, "Still there?")
+
+    assert response.status_code == 201, response.content
+    assert len(attempts) == 2
+    (event,) = UsageEvent.objects.all()
+    assert (event.state, event.prompt_tokens, event.completion_tokens) == (UsageEvent.State.SETTLED, 9, 3)
     assert_counters_match_ledger(user)
 
 
