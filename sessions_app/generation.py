@@ -107,12 +107,24 @@ class ReplyJob:
 
 
 def _flush(reply_pk: int, content: str) -> bool:
-    """Save the text so far; False if the reply is no longer generating (stopped elsewhere)."""
-    return bool(
-        ChatMessage.objects.filter(pk=reply_pk, status=ChatMessage.Status.GENERATING).update(
-            content=content, updated_at=timezone.now()
+    """Save the text so far; False if the reply is no longer generating (stopped elsewhere).
+
+    A flush the database cannot take is skipped, not a failure of the reply: the text is
+    still in memory, the next flush opens a new connection, and the finish waits for the
+    database before it saves the whole.
+    """
+    try:
+        return bool(
+            ChatMessage.objects.filter(pk=reply_pk, status=ChatMessage.Status.GENERATING).update(
+                content=content, updated_at=timezone.now()
+            )
         )
-    )
+    except (OperationalError, InterfaceError):
+        if connection.in_atomic_block:
+            raise
+        logger.warning("reply %s: the database is unavailable; this flush is skipped", reply_pk)
+        connection.close()
+        return True
 
 
 IMAGE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}

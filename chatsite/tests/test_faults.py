@@ -418,6 +418,41 @@ def test_a_reply_whose_finish_loses_the_database_after_settling_is_charged_once_
     assert_counters_match_ledger(user)
 
 
+def test_a_reply_whose_connection_is_killed_while_it_streams_goes_on_and_is_saved_whole(
+    api_client, user, session, upstream, monkeypatch
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("Killing another connection is a PostgreSQL test.")
+    monkeypatch.setattr(generation, "FLUSH_INTERVAL", 0)  # every piece is flushed
+    pieces = ["One ", "two ", "three ", "four ", "five ", "six."]
+    upstream.enqueue_text("".join(pieces), chunks=pieces, usage=(9, 6), delay=0.3)
+
+    events, killed = [], 0
+    for item in parse_events(send(api_client, session, "Count for me", stream=True).streaming_content):
+        events.extend(events_only([item]))
+        if not killed and events and events[-1].event == "delta":
+            wait_for(
+                lambda: ChatMessage.objects.filter(message_type="assistant").exclude(content="").exists(),
+                what="the first flush",
+            )
+            # The reply's own connection dies between two flushes, as in a database failover.
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                killed = cursor.fetchone()[0]
+
+    assert killed >= 1
+    assert [e.event for e in events][-1] == "done", events[-3:]
+    reply = ChatMessage.objects.get(message_type="assistant")
+    assert (reply.status, reply.content, reply.error_code) == (ChatMessage.Status.COMPLETE, "".join(pieces), "")
+    (event,) = UsageEvent.objects.all()
+    assert (event.state, event.completion_tokens) == (UsageEvent.State.SETTLED, 6)
+    assert_user_message_kept(session, "Count for me")
+    assert_counters_match_ledger(user)
+
+
 def test_a_stream_whose_database_goes_away_ends_with_an_error_event_and_the_reply_is_kept(
     api_client, user, session, upstream, monkeypatch
 ):
