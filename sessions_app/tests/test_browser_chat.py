@@ -439,6 +439,11 @@ def test_every_control_is_labelled_and_works_from_the_keyboard(page, live_server
     page.keyboard.press("Escape")
     expect(page.get_by_role("dialog")).to_be_hidden()
     expect(page.get_by_role("button", name="Delete chat")).to_be_focused()
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Cancel").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("dialog")).to_be_hidden()
+    expect(page.get_by_role("button", name="Delete chat")).to_be_focused()
     # So does the inline editor.
     page.get_by_role("button", name="Edit").focus()
     page.keyboard.press("Enter")

@@ -705,8 +705,12 @@
     button.setAttribute("aria-haspopup", "dialog");
     link.replaceWith(button);
     button.addEventListener("click", () => dialog.showModal());
-    dialog.querySelector("[data-close]").addEventListener("click", () => dialog.close());
-    dialog.addEventListener("close", () => button.focus());
+    // Focus goes back to the button at once: on Cancel here, on Escape by the browser itself
+    // (a "close" listener would run a task later and could take focus from wherever it went next).
+    dialog.querySelector("[data-close]").addEventListener("click", () => {
+      dialog.close();
+      button.focus();
+    });
     // The dialog's form is a plain POST: the server deletes the chat and goes back to the list.
   }
 
