@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -34,6 +35,11 @@ logger = logging.getLogger(__name__)
 
 # Saved at least this often while a reply grows, and never once per chunk.
 FLUSH_INTERVAL = 0.5
+# A reply running in a process is marked alive in the database at least this often, even
+# while its upstream sends nothing but keep-alive comments. One not marked for ORPHANED_AFTER
+# has no process left to run it, and whoever waits for it ends it (reply_reap).
+HEARTBEAT_SECONDS = 10.0
+ORPHANED_AFTER = timedelta(seconds=90)
 
 
 class Generation:
@@ -344,14 +350,58 @@ def reply_run_in_background(job: ReplyJob, generation: Generation) -> threading.
 
 
 def reply_wait(*, reply_pk: int, poll: float = 0.25) -> None:
-    """Wait until a reply, run here or on another server, is no longer generating."""
+    """Wait until a reply, run here or on another server, is no longer generating.
+
+    A reply whose process died is ended here, once it has gone ORPHANED_AFTER without a mark.
+    """
     generation = generation_live(reply_pk)
     if generation is not None:
         while not generation.finished:
             generation.wait(len(generation.content), timeout=60)
         return
-    while ChatMessage.objects.filter(pk=reply_pk, status=ChatMessage.Status.GENERATING).exists():
+    while True:
+        row = ChatMessage.objects.filter(pk=reply_pk).values("status", "updated_at").first()
+        if row is None or row["status"] != ChatMessage.Status.GENERATING:
+            return
+        if reply_orphaned(reply_pk, row["updated_at"]):
+            reply_reap(reply_pk)
+            continue
         time.sleep(poll)
+
+
+def reply_orphaned(reply_pk: int, updated_at: datetime) -> bool:
+    """Whether a reply read as generating has no process left to run it (see HEARTBEAT_SECONDS)."""
+    return updated_at < timezone.now() - ORPHANED_AFTER and generation_live(reply_pk) is None
+
+
+def reply_reap(reply_pk: int, *, older_than: timedelta | None = None) -> bool:
+    """End a reply still generating without a write for `older_than` (ORPHANED_AFTER by default):
+    keep its text, settle or release its usage. False if the reply is not (or no longer) such a reply.
+    """
+    cutoff = timezone.now() - (ORPHANED_AFTER if older_than is None else older_than)
+    with transaction.atomic():
+        stale = ChatMessage.objects.filter(pk=reply_pk, status=ChatMessage.Status.GENERATING, updated_at__lt=cutoff)
+        reply = stale.select_for_update().first()
+        if reply is None:
+            return False  # it moved on meanwhile
+        event = (
+            UsageEvent.objects.select_related("ai_model").filter(message=reply, state=UsageEvent.State.RESERVED).first()
+        )
+        reply.error_code = "interrupted"
+        reply.error_detail = "The server generating this reply stopped before it finished."
+        if reply.content:
+            reply.status = ChatMessage.Status.PARTIAL
+            reply.tokens_count = estimate_tokens(reply.content)
+            if event is not None:
+                usage_settle(event=event, prompt_tokens=event.prompt_tokens, completion_tokens=reply.tokens_count)
+        else:
+            reply.status = ChatMessage.Status.FAILED
+            reply.disabled = True
+            if event is not None:
+                usage_release(event=event)
+        reply.save(update_fields=["status", "disabled", "tokens_count", "error_code", "error_detail", "updated_at"])
+    logger.warning("reply %s: ended, its process stopped before it finished", reply_pk)
+    return True
 
 
 def reply_stop_local(message_pk: int) -> bool:
@@ -381,7 +431,9 @@ def _stop_watcher_ensure() -> None:
 
 
 def _stop_watch() -> None:
+    """Look for stops made elsewhere, and mark this process's replies alive (HEARTBEAT_SECONDS)."""
     global _watcher
+    next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
     try:
         while True:
             _watcher_wakeup.wait(STOP_POLL_SECONDS)
@@ -390,16 +442,24 @@ def _stop_watch() -> None:
                 if not _live:
                     _watcher = None  # the next reply starts another
                     return
+                live = list(_live)
                 running = {pk: g for pk, g in _live.items() if not g.cancel.cancelled}
-            if not running:
-                continue
-            stopped = ChatMessage.objects.filter(pk__in=running, status=ChatMessage.Status.STOPPED)
-            for pk in stopped.values_list("pk", flat=True):
-                running[pk].cancel.cancel()
+            try:
+                if running:
+                    stopped = ChatMessage.objects.filter(pk__in=running, status=ChatMessage.Status.STOPPED)
+                    for pk in stopped.values_list("pk", flat=True):
+                        running[pk].cancel.cancel()
+                if time.monotonic() >= next_heartbeat:
+                    generating = ChatMessage.objects.filter(pk__in=live, status=ChatMessage.Status.GENERATING)
+                    generating.update(updated_at=timezone.now())
+                    next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+            except (OperationalError, InterfaceError):
+                logger.warning("the stop watcher cannot reach the database; it tries again")
+                connection.close()
     except Exception:
         logger.exception("the stop watcher failed; stops from other servers wait for the next chunk")
         with _live_lock:
             _watcher = None
     finally:
-        for connection in connections.all(initialized_only=True):
-            connection.close()
+        for opened in connections.all(initialized_only=True):
+            opened.close()

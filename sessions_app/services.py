@@ -12,13 +12,14 @@ from django.utils import timezone
 
 from billing.models import UsageEvent
 from billing.quotas import Headroom
-from billing.services import quota_headroom, usage_release, usage_reserve, usage_settle
+from billing.services import quota_headroom, usage_reserve
 from chatbots.models import AIModel, Chatbot, ContentType
 from chatbots.providers.base import Message, estimate_prompt_tokens, estimate_tokens
 from chatsite.errors import Conflict, InvalidInput, NotFound, PermissionDenied, UpstreamError, UpstreamTimeout
 from sessions_app.generation import (
     Generation,
     ReplyJob,
+    reply_reap,
     reply_run,
     reply_run_in_background,
     reply_stop_local,
@@ -339,34 +340,10 @@ def reply_stop(*, session: ChatSession) -> list[ChatMessage]:
 
 def replies_reap_stale(*, older_than: timedelta) -> int:
     """End replies left "generating" by a process that died: keep their text, settle or release their usage."""
-    cutoff = timezone.now() - older_than
-    stale = ChatMessage.objects.filter(status=ChatMessage.Status.GENERATING, updated_at__lt=cutoff)
-    reaped = 0
-    for pk in stale.values_list("pk", flat=True):
-        with transaction.atomic():
-            reply = stale.select_for_update().filter(pk=pk).first()
-            if reply is None:
-                continue  # it moved on meanwhile
-            event = (
-                UsageEvent.objects.select_related("ai_model")
-                .filter(message=reply, state=UsageEvent.State.RESERVED)
-                .first()
-            )
-            reply.error_code = "interrupted"
-            reply.error_detail = "The server generating this reply stopped before it finished."
-            if reply.content:
-                reply.status = ChatMessage.Status.PARTIAL
-                reply.tokens_count = estimate_tokens(reply.content)
-                if event is not None:
-                    usage_settle(event=event, prompt_tokens=event.prompt_tokens, completion_tokens=reply.tokens_count)
-            else:
-                reply.status = ChatMessage.Status.FAILED
-                reply.disabled = True
-                if event is not None:
-                    usage_release(event=event)
-            reply.save(update_fields=["status", "disabled", "tokens_count", "error_code", "error_detail", "updated_at"])
-            reaped += 1
-    return reaped
+    stale = ChatMessage.objects.filter(
+        status=ChatMessage.Status.GENERATING, updated_at__lt=timezone.now() - older_than
+    ).values_list("pk", flat=True)
+    return sum(reply_reap(pk, older_than=older_than) for pk in stale)
 
 
 def send_headroom(*, session: ChatSession, user, job: ReplyJob | None) -> Headroom | None:

@@ -10,7 +10,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import StreamingHttpResponse
 
 from billing.models import UsageEvent
-from sessions_app.generation import generation_live
+from sessions_app.generation import generation_live, reply_orphaned, reply_reap
 from sessions_app.models import ChatMessage, ChatSession
 from sessions_app.rendering import message_html
 from sessions_app.serializers import ChatMessageSerializer
@@ -54,7 +54,7 @@ def _follow_local(generation, offset: int) -> Iterator[bytes]:
 def _follow_database(reply_pk: int, offset: int) -> Iterator[bytes]:
     silent_since = time.monotonic()
     while True:
-        row = ChatMessage.objects.filter(pk=reply_pk).values("content", "status").first()
+        row = ChatMessage.objects.filter(pk=reply_pk).values("content", "status", "updated_at").first()
         if row is None:
             return
         if len(row["content"]) > offset:
@@ -67,6 +67,9 @@ def _follow_database(reply_pk: int, offset: int) -> Iterator[bytes]:
             # It started running in this process meanwhile (or we raced its registration).
             yield from _follow_local(generation_live(reply_pk), offset)
             return
+        if reply_orphaned(reply_pk, row["updated_at"]):
+            reply_reap(reply_pk)
+            continue  # read how it ended
         if time.monotonic() - silent_since >= KEEPALIVE_SECONDS:
             yield KEEPALIVE
             silent_since = time.monotonic()

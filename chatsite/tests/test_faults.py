@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import psycopg
@@ -24,6 +25,7 @@ import requests
 from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
 from django.db import OperationalError, connection
 from django.db.models import Count, Sum
+from django.utils import timezone
 
 from accounts.tests.factories import PASSWORD, UserFactory
 from billing import services as billing_services
@@ -38,6 +40,7 @@ from chatsite.testing.sse import arriving, events_only, parse_events
 from sessions_app import generation, selectors, streaming
 from sessions_app.generation import Generation, reply_wait
 from sessions_app.models import ChatMessage
+from sessions_app.services import message_send
 from sessions_app.tests.factories import ChatSessionFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -666,4 +669,90 @@ def test_a_postgresql_restart_answers_503_meanwhile_and_the_same_server_recovers
     assert Counter(UsageEvent.objects.filter(user=user).values_list("message_id", "state")) == {
         (pk, UsageEvent.State.SETTLED): 1 for pk in replies.values_list("pk", flat=True)
     }
+    assert_counters_match_ledger(user)
+
+
+# 5. A server that dies with a reply in flight. The send below commits its start and is never
+# run, as when the process is killed right after; its last write is then ORPHANED_AFTER old.
+
+
+def orphan(user, session, key: uuid.UUID, *, flushed: str) -> ChatMessage:
+    started = message_send(session=session, user=user, content="Anyone there?", client_message_id=key)
+    stale = timezone.now() - generation.ORPHANED_AFTER - timedelta(seconds=1)
+    ChatMessage.objects.filter(pk=started.reply.pk).update(content=flushed, updated_at=stale)
+    return started.reply
+
+
+@pytest.mark.parametrize("flushed", ["Half an answer", ""], ids=["with-text", "empty"])
+def test_a_send_retried_after_its_server_died_ends_the_orphaned_reply_at_once(api_client, user, session, flushed):
+    key = uuid.uuid4()
+    reply = orphan(user, session, key, flushed=flushed)
+
+    response = send(api_client, session, "Anyone there?", client_message_id=str(key))
+
+    (event,) = UsageEvent.objects.filter(message=reply)
+    reply.refresh_from_db()
+    if flushed:
+        assert response.status_code == 201, response.content
+        assert response["Idempotent-Replayed"] == "true"
+        body = response.json()["assistant_message"]
+        assert (body["status"], body["content"]) == ("partial", flushed)
+        assert (reply.status, reply.error_code) == (ChatMessage.Status.PARTIAL, "interrupted")
+        assert (event.state, event.completion_tokens) == (UsageEvent.State.SETTLED, estimate_tokens(flushed))
+    else:
+        assert response.status_code == 502, response.content
+        assert response.json()["code"] == "upstream_error"
+        assert (reply.status, reply.disabled) == (ChatMessage.Status.FAILED, True)
+        assert event.state == UsageEvent.State.RELEASED
+    assert_user_message_kept(session, "Anyone there?")
+    assert_counters_match_ledger(user)
+
+
+def test_following_a_reply_whose_server_died_ends_it_and_the_stream(api_client, user, session):
+    reply = orphan(user, session, uuid.uuid4(), flushed="Half an answer")
+
+    response = api_client.get(f"/api/chat-sessions/{session.pk}/messages/{reply.message_id}/stream/")
+    events = events_only(parse_events(response.streaming_content))
+
+    assert events[0].event == "delta" and events[0].data["content"] == "Half an answer"
+    assert events[-1].event == "done" and events[-1].data["status"] == "partial", events
+    assert UsageEvent.objects.get(message=reply).state == UsageEvent.State.SETTLED
+    assert_counters_match_ledger(user)
+
+
+def test_a_reply_waiting_on_a_silent_upstream_is_marked_alive_and_never_taken_for_orphaned(
+    api_client, user, session, upstream, monkeypatch
+):
+    monkeypatch.setattr(generation, "HEARTBEAT_SECONDS", 0.2)
+    upstream.enqueue_hang(3)
+    response = send(api_client, session, "Think hard", stream=True)
+    items = parse_events(response.streaming_content)
+    assert next(item for item in items if not isinstance(item, str)).event == "user_message"
+    reply = ChatMessage.objects.get(message_type="assistant")
+
+    def marked_after(moment):
+        return wait_for(
+            lambda: ChatMessage.objects.filter(pk=reply.pk, updated_at__gt=moment, content="").exists(),
+            timeout=3,
+            what="a heartbeat",
+        )
+
+    marked_after(reply.updated_at)
+    if connection.vendor == "postgresql":
+        # The watcher's own connection dies: it opens another and goes on marking the reply.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+    marked_after(timezone.now())
+    updated_at = ChatMessage.objects.get(pk=reply.pk).updated_at
+    assert not generation.reply_orphaned(reply.pk, updated_at)
+    assert not generation.reply_reap(reply.pk)  # a reaper anywhere leaves it alone
+
+    # The upstream hangs up without an answer; the call is tried again and answered.
+    assert [e.event for e in events_only(items)][-1] == "done"
+    reply.refresh_from_db()
+    assert (reply.status, reply.error_code) == (ChatMessage.Status.COMPLETE, "")
+    assert UsageEvent.objects.get(message=reply).state == UsageEvent.State.SETTLED
     assert_counters_match_ledger(user)
