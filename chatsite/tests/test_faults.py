@@ -370,52 +370,37 @@ def cluster_control() -> tuple[list[str], str, str]:
     pytest.skip(f"Restarting cluster {version}/{name} needs root or its owner {owner}; the tests run as another user.")
 
 
-def test_a_reply_that_ends_while_the_database_is_away_is_saved_once_it_is_back(
-    api_client, user, session, upstream, monkeypatch
+# Where the database goes away as a reply ends: before its finish starts, or after the finish
+# has settled its usage (but before it commits). Either way the finish is tried again.
+OUTAGES = {
+    "before-the-finish": (generation, "_reply_finish", 2),
+    "after-settling": (billing_services, "_session_usage_add", 1),
+}
+
+
+@pytest.mark.parametrize("outage", OUTAGES)
+def test_a_reply_that_ends_while_the_database_is_away_is_saved_and_charged_once_when_it_is_back(
+    api_client, user, session, upstream, monkeypatch, outage
 ):
     upstream.enqueue_text("Made it.", usage=(9, 3))
-    finish = generation._reply_finish
+    module, name, failures = OUTAGES[outage]
+    real = getattr(module, name)
     attempts = []
 
-    def finish_after_an_outage(*args, **kwargs):
+    def after_an_outage(*args, **kwargs):
         attempts.append(1)
-        if len(attempts) < 3:
+        if len(attempts) <= failures:
             database_gone()
-        finish(*args, **kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(generation, "_reply_finish", finish_after_an_outage)
+    monkeypatch.setattr(module, name, after_an_outage)
 
     response = send(api_client, session, "Still there?")
 
     assert response.status_code == 201, response.content
-    assert len(attempts) == 3
+    assert len(attempts) == failures + 1
     reply = ChatMessage.objects.get(message_type="assistant")
     assert (reply.status, reply.content) == (ChatMessage.Status.COMPLETE, "Made it.")
-    (event,) = UsageEvent.objects.all()
-    assert (event.state, event.completion_tokens) == (UsageEvent.State.SETTLED, 3)
-    assert_counters_match_ledger(user)
-
-
-def test_a_reply_whose_finish_loses_the_database_after_settling_is_charged_once_when_it_is_back(
-    api_client, user, session, upstream, monkeypatch
-):
-    upstream.enqueue_text("Made it.", usage=(9, 3))
-    add = billing_services._session_usage_add
-    attempts = []
-
-    def add_after_an_outage(*args, **kwargs):
-        # The ledger row is settled by now; the connection dies before the finish commits.
-        attempts.append(1)
-        if len(attempts) < 2:
-            database_gone()
-        add(*args, **kwargs)
-
-    monkeypatch.setattr(billing_services, "_session_usage_add", add_after_an_outage)
-
-    response = send(api_client, session, "Still there?")
-
-    assert response.status_code == 201, response.content
-    assert len(attempts) == 2
     (event,) = UsageEvent.objects.all()
     assert (event.state, event.prompt_tokens, event.completion_tokens) == (UsageEvent.State.SETTLED, 9, 3)
     assert_counters_match_ledger(user)
