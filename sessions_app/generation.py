@@ -363,8 +363,7 @@ def reply_wait(*, reply_pk: int, poll: float = 0.25) -> None:
         row = ChatMessage.objects.filter(pk=reply_pk).values("status", "updated_at").first()
         if row is None or row["status"] != ChatMessage.Status.GENERATING:
             return
-        if reply_orphaned(reply_pk, row["updated_at"]):
-            reply_reap(reply_pk)
+        if reply_orphaned(reply_pk, row["updated_at"]) and reply_reap(reply_pk):
             continue
         time.sleep(poll)
 

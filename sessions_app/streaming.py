@@ -67,8 +67,7 @@ def _follow_database(reply_pk: int, offset: int) -> Iterator[bytes]:
             # It started running in this process meanwhile (or we raced its registration).
             yield from _follow_local(generation_live(reply_pk), offset)
             return
-        if reply_orphaned(reply_pk, row["updated_at"]):
-            reply_reap(reply_pk)
+        if reply_orphaned(reply_pk, row["updated_at"]) and reply_reap(reply_pk):
             continue  # read how it ended
         if time.monotonic() - silent_since >= KEEPALIVE_SECONDS:
             yield KEEPALIVE
