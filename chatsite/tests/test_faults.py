@@ -81,6 +81,16 @@ def assert_counters_match_ledger(user) -> None:
         assert usage.tokens_count == (settled.aggregate(total=Sum("billed_tokens"))["total"] or 0)
 
 
+def kill_other_connections() -> int:
+    """End every other PostgreSQL connection to the test database (this process's threads' too); how many."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
 def assert_user_message_kept(session, text) -> ChatMessage:
     (message,) = ChatMessage.objects.filter(session=session, message_type=ChatMessage.Type.USER)
     assert message.content == text and not message.disabled
@@ -424,12 +434,7 @@ def test_a_reply_whose_connection_is_killed_while_it_streams_goes_on_and_is_save
                 what="the first flush",
             )
             # The reply's own connection dies between two flushes, as in a database failover.
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-                killed = cursor.fetchone()[0]
+            killed = kill_other_connections()
 
     assert killed >= 1
     assert [e.event for e in events][-1] == "done", events[-3:]
@@ -725,11 +730,7 @@ def test_a_reply_waiting_on_a_silent_upstream_is_marked_alive_and_never_taken_fo
     marked_after(reply.updated_at)
     if connection.vendor == "postgresql":
         # The watcher's own connection dies: it opens another and goes on marking the reply.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
+        kill_other_connections()
     marked_after(timezone.now())
     updated_at = ChatMessage.objects.get(pk=reply.pk).updated_at
     assert not generation.reply_orphaned(reply.pk, updated_at)
