@@ -1,4 +1,3 @@
-import threading
 from decimal import Decimal
 
 import pytest
@@ -17,12 +16,22 @@ def _media_root(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _reply_threads_finish():
-    """Replies run in threads of their own: let them end before the test's database goes."""
+def _replies_finish():
+    """Replies run as tasks on the runtime's loop: let them end before the test's database goes."""
     yield
-    for thread in threading.enumerate():
-        if thread.name.startswith("reply-"):
-            thread.join(timeout=30)
+    from sessions_app.runtime import wait_idle
+
+    assert wait_idle(timeout=30), "a reply was still running 30 s after its test"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reply_runtime(django_db_setup, django_db_blocker):
+    """Stop the runtime thread (its listener and database threads hold connections) before the test database goes."""
+    yield
+    from sessions_app.runtime import runtime
+
+    with django_db_blocker.unblock():
+        runtime().shutdown_thread()
 
 
 @pytest.fixture

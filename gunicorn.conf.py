@@ -1,24 +1,26 @@
-"""gunicorn settings for chatsite: threaded workers, because replies stream.
+"""gunicorn settings for chatsite: uvicorn workers (ASGI), each running its replies as tasks on its event loop.
 
-A streamed reply holds its worker thread for as long as the client listens,
-so workers are `gthread` with many threads each; the reply itself runs in a
-thread of its own and finishes even if the client goes away.
+A streamed reply costs a task and a little memory, not a thread or a database
+connection, so a worker holds thousands. Every setting comes from the environment.
 """
 
 import multiprocessing
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-worker_class = "gthread"
-workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count()))
-threads = int(os.environ.get("GUNICORN_THREADS", 32))
-# Streams stay open while the upstream thinks; keep-alive comments flow every 15 s.
+wsgi_app = "chatsite.asgi:application"
+worker_class = "chatsite.workers.ChatsiteWorker"
+workers = int(os.environ.get("GUNICORN_WORKERS") or os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count())
+# A streamed reply keeps its connection open; keep-alive comments flow every 15 s meanwhile.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", 120))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", 60))
+# A stopping worker lets its streams finish for half of this and its other replies for REPLY_GRACE_SECONDS
+# more, then ends what still runs at once (charged for what it produced).
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", 30))
 keepalive = 5
-accesslog = "-"
+backlog = int(os.environ.get("GUNICORN_BACKLOG", 4096))
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 errorlog = "-"
 # Recycle workers now and then, at a random point so they do not restart together.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", 10000))
-max_requests_jitter = 1000
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", 100000))
+max_requests_jitter = 10000
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

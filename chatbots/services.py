@@ -2,15 +2,16 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
 from billing.models import UsageEvent
-from billing.services import usage_release, usage_reserve, usage_settle
+from billing.services import usage_reserve
 from chatbots.models import AIModel, ContentType
 from chatbots.providers import get_provider
-from chatbots.providers.base import estimate_prompt_tokens
+from chatbots.providers.base import Usage, estimate_prompt_tokens
 from chatbots.providers.openai import OpenAIProvider
 from chatsite.errors import InvalidInput, UpstreamError
 
@@ -32,20 +33,24 @@ def model_test_usage(*, user, model_name: str) -> ModelTestResult:
     )
     if model is None:
         raise InvalidInput("No active AI model has that model_id or name.", code="unknown_model")
+    from sessions_app.lifecycle import Outcome, ReplyJob, reply_finish
+
     messages = [{"role": "user", "content": TEST_PROMPT}]
     event = usage_reserve(user=user, session=None, ai_model=model, prompt_tokens=estimate_prompt_tokens(messages))
+    # A reply with no message: it ends, and is charged, like any other.
+    job = ReplyJob(
+        reply=None, event=event, session_pk=None, user_id=user.pk, model=model, messages=messages,
+        prompt=TEST_PROMPT, is_image=False,
+    )  # fmt: skip
     try:
-        completion = get_provider(model).complete(model=model, messages=messages)
+        completion = async_to_sync(get_provider(model).complete)(model=model, messages=messages)
     except Exception as exc:
-        usage_release(event=event)
-        raise exc if isinstance(exc, UpstreamError) else UpstreamError() from exc
-    event = usage_settle(
-        event=event,
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        cost_usd=completion.cost_usd,
-    )
-    return ModelTestResult(response=completion.content, event=event)
+        error = exc if isinstance(exc, UpstreamError) else UpstreamError()
+        reply_finish(job=job, outcome=Outcome(error=error))
+        raise error from exc
+    usage = Usage(completion.prompt_tokens, completion.completion_tokens, completion.cost_usd)
+    finished = reply_finish(job=job, outcome=Outcome(content=completion.content, usage=usage))
+    return ModelTestResult(response=completion.content, event=finished.event)
 
 
 # The largest values AIModel's columns hold.

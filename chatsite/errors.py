@@ -64,3 +64,22 @@ class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
     default_detail = "The AI provider did not answer in time. Try again."
+
+
+class TooManyStreams(ChatsiteError):
+    """A user past their share of replies generating at once, or of open follow streams."""
+
+    status = 429
+    code = "too_many_streams"
+    default_detail = "You have too many replies running at once. Wait for one to finish."
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 5, **extra) -> None:
+        super().__init__(detail, **extra)
+        self.headers["Retry-After"] = str(retry_after)
+
+
+class Interrupted(UpstreamError):
+    """The server running a reply stopped before the reply finished."""
+
+    code = "interrupted"
+    default_detail = "The server generating this reply stopped before it finished."

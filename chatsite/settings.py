@@ -76,8 +76,27 @@ TEMPLATES = [
 WSGI_APPLICATION = "chatsite.wsgi.application"
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Under ASGI a request's thread lives only as long as the request: connections are not kept
+# per thread but borrowed from a pool (PostgreSQL) and given back after each use.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=12)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX_SIZE > 0:
+    from psycopg_pool import ConnectionPool
+
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
+        "max_size": DB_POOL_MAX_SIZE,
+        # A request waits this long for a connection before it is answered 503.
+        "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+        # A connection that died with a PostgreSQL restart is replaced, not handed out.
+        "check": ConnectionPool.check_connection,
+    }
+else:
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Threads a process uses for its replies' database calls (each borrows one pooled connection at a time).
+DB_THREADS = env.int("DB_THREADS", default=4)
+# LISTEN needs a session of its own: behind PgBouncer in transaction mode, point this at PostgreSQL itself.
+DATABASE_LISTEN_URL = env("DATABASE_LISTEN_URL", default="")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
@@ -143,6 +162,13 @@ TITLE_MODEL = env("TITLE_MODEL", default="")
 # Seconds between the demo provider's words, so streaming is visible offline.
 DEMO_STREAM_DELAY = env.float("DEMO_STREAM_DELAY", default=0.03)
 MAX_MESSAGE_CHARS = env.int("MAX_MESSAGE_CHARS", default=32000)
+# A fair share for every user: replies generating at once (across all servers), and open
+# follow streams (per app server process). 0 means no cap.
+MAX_ACTIVE_REPLIES_PER_USER = env.int("MAX_ACTIVE_REPLIES_PER_USER", default=3)
+MAX_FOLLOW_STREAMS_PER_USER = env.int("MAX_FOLLOW_STREAMS_PER_USER", default=10)
+# A server stopping (a deploy, a recycled worker) first waits for its open streams (half of
+# GUNICORN_GRACEFUL_TIMEOUT), then lets the replies left running finish for this long, then ends the rest.
+REPLY_GRACE_SECONDS = env.float("REPLY_GRACE_SECONDS", default=7.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024)
 
 REST_FRAMEWORK = {

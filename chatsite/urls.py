@@ -3,7 +3,7 @@ from csp.decorators import csp_update
 from django.conf import settings
 from django.conf.urls.static import static
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
@@ -15,6 +15,7 @@ from billing import api as billing_api
 from chatbots import api as chatbots_api
 from chatsite import views
 from sessions_app import api as sessions_api
+from sessions_app.streams import REPLY_ENDPOINTS, reply_endpoint
 
 # The API docs widen the policy for themselves only. Swagger UI's init script is rendered inline
 # with this request's CSRF token; it runs because it carries this response's nonce.
@@ -37,6 +38,13 @@ router.register("chatbots", chatbots_api.ChatbotViewSet, basename="chatbot")
 router.register("ai-models", chatbots_api.AIModelViewSet, basename="ai-model")
 router.register("chat-sessions", sessions_api.ChatSessionViewSet, basename="chat-session")
 router.register("chat-session-usages", billing_api.ChatSessionUsageViewSet, basename="chat-session-usage")
+# The endpoints that run replies are async views around their DRF actions.
+router_urls = [
+    URLPattern(url.pattern, reply_endpoint(url.callback), url.default_args, url.name)
+    if url.name in REPLY_ENDPOINTS
+    else url
+    for url in router.urls
+]
 
 api_urlpatterns = [
     path("auth/csrf/", accounts_api.CsrfView.as_view(), name="auth-csrf"),
@@ -76,7 +84,7 @@ api_urlpatterns = [
         ),
         name="redoc",
     ),
-    *router.urls,
+    *router_urls,
 ]
 
 urlpatterns = [

@@ -1,6 +1,5 @@
 import re
 import uuid
-from itertools import chain
 
 from django.http import Http404, HttpResponse
 from django.utils.text import slugify
@@ -35,7 +34,7 @@ from sessions_app.serializers import (
     TitleInput,
     TitleOutput,
 )
-from sessions_app.streaming import event_stream_response, reply_events, sse
+from sessions_app.streaming import sse
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -103,12 +102,23 @@ def last_event_offset(request) -> int:
     return int(raw) if re.fullmatch(r"\d{1,9}", raw.strip()) else 0
 
 
-def send_stream(result: services.SendResult):
-    """The user's message at once, then the reply as it grows."""
-    if result.job is not None:
-        services.reply_execute(job=result.job, background=True)
-    head = sse("user_message", ChatMessageSerializer(result.user_message).data, 0)
-    return event_stream_response(chain([head], reply_events(result.reply.pk)))
+class ReplyStarted(Response):
+    """What the DRF part of a reply endpoint answers once the reply is begun (or found).
+
+    The endpoint's async view (sessions_app/streams.py) finishes it on the event loop: it
+    streams the reply, or waits for it and fills `data` with `body(reply)`.
+    """
+
+    def __init__(
+        self, *, reply: ChatMessage, job, stream: bool, head: list[bytes] | None = None, headers=None,
+        body=None, status: int = status.HTTP_201_CREATED, offset: int = 0, follower_id: int | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(None, status=status, headers=headers)
+        self.reply, self.job, self.stream, self.head = reply, job, stream, head or []
+        self.extra_headers = dict(headers or {})
+        self.body = body
+        self.offset = offset
+        self.follower_id = follower_id  # a follow stream, counted against its user's share
 
 
 PAGINATION = [
@@ -197,17 +207,12 @@ class ChatSessionViewSet(
         headers = rate_limit_headers(services.send_headroom(session=session, user=request.user, job=result.job))
         if result.replayed:
             headers["Idempotent-Replayed"] = "true"
-        if wants_stream(request, data):
-            response = send_stream(result)
-            for name, value in headers.items():
-                response[name] = value
-            return response
-        reply = services.reply_complete(reply=result.reply, job=result.job)
-        body = {
-            "user_message": ChatMessageSerializer(result.user_message).data,
-            "assistant_message": ChatMessageSerializer(reply).data,
-        }
-        return Response(body, status=status.HTTP_201_CREATED, headers=headers)
+        user_message = ChatMessageSerializer(result.user_message).data
+        return ReplyStarted(
+            reply=result.reply, job=result.job, stream=wants_stream(request, data), headers=headers,
+            head=[sse("user_message", user_message, 0)],
+            body=lambda reply: {"user_message": user_message, "assistant_message": ChatMessageSerializer(reply).data},
+        )  # fmt: skip
 
     @extend_schema(
         request=RegenerateInput,
@@ -222,14 +227,10 @@ class ChatSessionViewSet(
         session = self.get_object()
         data = validated(RegenerateInput, request.data or {})
         reply, job = services.message_regenerate(session=session, user=request.user)
-        headers = rate_limit_headers(job.headroom)
-        if wants_stream(request, data):
-            services.reply_execute(job=job, background=True)
-            return event_stream_response(reply_events(reply.pk), headers=headers)
-        reply = services.reply_complete(reply=reply, job=job)
-        return Response(
-            {"assistant_message": ChatMessageSerializer(reply).data}, status=status.HTTP_201_CREATED, headers=headers
-        )
+        return ReplyStarted(
+            reply=reply, job=job, stream=wants_stream(request, data), headers=rate_limit_headers(job.headroom),
+            body=lambda reply: {"assistant_message": ChatMessageSerializer(reply).data},
+        )  # fmt: skip
 
     @extend_schema(request=None, responses=StopOutput)
     @action(detail=True, methods=["post"])
@@ -256,8 +257,10 @@ class ChatSessionViewSet(
         ).first()
         if reply is None:
             raise Http404
-        offset = last_event_offset(request)
-        return event_stream_response(reply_events(reply.pk, min(offset, len(reply.content)) if offset else 0))
+        return ReplyStarted(
+            reply=reply, job=None, stream=True, status=status.HTTP_200_OK,
+            offset=last_event_offset(request), follower_id=request.user.pk,
+        )  # fmt: skip
 
     @extend_schema(request=TitleInput, responses=TitleOutput)
     @action(detail=True, methods=["post"], url_path="update-title")
@@ -290,19 +293,16 @@ class ChatSessionViewSet(
             content=data["content"], regenerate=data["regenerate"],
         )  # fmt: skip
         disabled_ids = [str(m.message_id) for m in disabled]
-        if reply is not None and wants_stream(request, data):
-            services.reply_execute(job=job, background=True)
-            head = sse("edited", {"success": True, "disabled_message_ids": disabled_ids}, 0)
-            return event_stream_response(chain([head], reply_events(reply.pk)))
-        if reply is not None:
-            reply = services.reply_complete(reply=reply, job=job)
-        return Response(
-            {
-                "success": True,
-                "disabled_message_ids": disabled_ids,
-                "assistant_message": ChatMessageSerializer(reply).data if reply else None,
-            }
-        )
+        if reply is None:
+            return Response({"success": True, "disabled_message_ids": disabled_ids, "assistant_message": None})
+        return ReplyStarted(
+            reply=reply, job=job, stream=wants_stream(request, data), status=status.HTTP_200_OK,
+            head=[sse("edited", {"success": True, "disabled_message_ids": disabled_ids}, 0)],
+            body=lambda reply: {
+                "success": True, "disabled_message_ids": disabled_ids,
+                "assistant_message": ChatMessageSerializer(reply).data,
+            },
+        )  # fmt: skip
 
     @extend_schema(
         parameters=[

@@ -71,6 +71,8 @@ class ChatMessage(models.Model):
         ordering = ["created_at", "id"]
         indexes = [
             models.Index(fields=["session", "created_at", "id"], name="message_session_order_idx"),
+            # Replies in flight: the per-user cap counts them, reaping looks for the abandoned ones.
+            models.Index(fields=["session"], name="message_generating_idx", condition=models.Q(status="generating")),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -82,3 +84,21 @@ class ChatMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_type} {self.message_id}"
+
+
+class ReplyPiece(models.Model):
+    """Text of a reply still generating, appended as it arrives; folded into `content` at its end.
+
+    Appending pieces instead of rewriting the whole text keeps the bytes written for a reply
+    a small multiple of its final size, however long it grows.
+    """
+
+    message = models.ForeignKey(ChatMessage, on_delete=models.CASCADE, related_name="pieces", db_index=False)
+    offset = models.PositiveIntegerField()  # where the piece starts in the reply's text, in characters
+    text = models.TextField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["message", "offset"], name="reply_piece_order")]
+
+    def __str__(self) -> str:
+        return f"piece at {self.offset}"

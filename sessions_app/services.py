@@ -15,17 +15,10 @@ from billing.quotas import Headroom
 from billing.services import quota_headroom, usage_reserve
 from chatbots.models import AIModel, Chatbot, ContentType
 from chatbots.providers.base import Message, estimate_prompt_tokens, estimate_tokens
-from chatsite.errors import Conflict, InvalidInput, NotFound, PermissionDenied, UpstreamError, UpstreamTimeout
-from sessions_app.generation import (
-    Generation,
-    ReplyJob,
-    reply_reap,
-    reply_run,
-    reply_run_in_background,
-    reply_stop_local,
-    reply_wait,
-)
+from chatsite.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooManyStreams
+from sessions_app.lifecycle import ORPHANED_AFTER, ReplyJob, reply_mark_stopped, reply_reap
 from sessions_app.models import DEFAULT_TITLE, ChatMessage, ChatSession
+from sessions_app.runtime import notify, reply_stop_local
 from sessions_app.titles import TITLE_MAX_CHARS
 
 # Room kept free in the model's context window for the reply itself.
@@ -189,36 +182,27 @@ def _reply_begin(*, session: ChatSession, user, reply_to: ChatMessage) -> tuple[
         kind=UsageEvent.Kind.IMAGE if is_image else UsageEvent.Kind.MESSAGE,
         prompt_tokens=estimate_tokens(prompt) if is_image else estimate_prompt_tokens(messages),
     )  # fmt: skip
+    # Counted under the reservation's lock on the user's subscription row, so racing sends
+    # from any server cannot both take the last place.
+    _check_replies_in_flight(user=user, reply=reply)
     job = ReplyJob(
-        reply=reply, event=event, session_pk=session.pk, model=model, messages=messages,
+        reply=reply, event=event, session_pk=session.pk, user_id=user.pk, model=model, messages=messages,
         prompt=prompt, is_image=is_image, headroom=event.headroom, title_from=title_from,
     )  # fmt: skip
     return reply, job
 
 
-def reply_execute(*, job: ReplyJob, background: bool) -> ChatMessage | None:
-    """Run a begun reply: in this thread (returning the finished reply) or in the background."""
-    generation = Generation(job.reply_pk)
-    if background:
-        reply_run_in_background(job, generation)
-        return None
-    reply = reply_run(job, generation)
-    if reply is None:  # its chat was deleted meanwhile
-        return ChatMessage.objects.select_related("ai_model").get(pk=job.reply_pk)
-    return reply
-
-
-def reply_complete(*, reply: ChatMessage, job: ReplyJob | None) -> ChatMessage:
-    """Run a begun reply in this thread (or wait for an earlier run of it); raise its error if it failed."""
-    if job is not None:
-        reply = reply_execute(job=job, background=False)
-    else:
-        reply_wait(reply_pk=reply.pk)
-        reply = ChatMessage.objects.select_related("ai_model").get(pk=reply.pk)
-    if reply.status == ChatMessage.Status.FAILED:
-        error_class = UpstreamTimeout if reply.error_code == UpstreamTimeout.code else UpstreamError
-        raise error_class(reply.error_detail or None)
-    return reply
+def _check_replies_in_flight(*, user, reply: ChatMessage) -> None:
+    cap = settings.MAX_ACTIVE_REPLIES_PER_USER
+    if not cap:
+        return
+    running = ChatMessage.objects.filter(
+        session__user=user,
+        status=ChatMessage.Status.GENERATING,
+        updated_at__gte=timezone.now() - ORPHANED_AFTER,  # one whose server died no longer counts
+    ).exclude(pk=reply.pk)
+    if running.count() >= cap:
+        raise TooManyStreams(f"You have {cap} replies being generated already; wait for one to finish.")
 
 
 def _request_hash(content: str) -> str:
@@ -329,11 +313,13 @@ def message_edit(
 def reply_stop(*, session: ChatSession) -> list[ChatMessage]:
     """Stop the replies being generated in a chat, on whichever server runs them."""
     generating = list(session.messages.filter(status=ChatMessage.Status.GENERATING))
+    with transaction.atomic():
+        for reply in generating:
+            # The database flag is the truth for every server; the notification, sent at commit,
+            # wakes the one that runs it.
+            if reply_mark_stopped(reply_pk=reply.pk):
+                notify(f"stop:{reply.pk}")
     for reply in generating:
-        # The database flag reaches every server; the local signal stops this one at once.
-        ChatMessage.objects.filter(pk=reply.pk, status=ChatMessage.Status.GENERATING).update(
-            status=ChatMessage.Status.STOPPED
-        )
         reply_stop_local(reply.pk)
     return generating
 

@@ -1,18 +1,21 @@
 """Server-sent events for replies: the send stream, and following a reply from any server."""
 
+import asyncio
 import json
 import logging
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+from django.core.handlers.asgi import ASGIRequest
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import InterfaceError, OperationalError
 from django.http import StreamingHttpResponse
 
 from billing.models import UsageEvent
-from sessions_app.generation import generation_live, reply_orphaned, reply_reap
+from chatsite.middleware import DATABASE_ERRORS
+from sessions_app import runtime
+from sessions_app.lifecycle import reply_read
 from sessions_app.models import ChatMessage, ChatSession
 from sessions_app.rendering import message_html
+from sessions_app.runtime import LiveReply, db
 from sessions_app.serializers import ChatMessageSerializer
 
 logger = logging.getLogger(__name__)
@@ -21,8 +24,7 @@ DATABASE_UNAVAILABLE = {
     "code": "database_unavailable",
 }
 KEEPALIVE_SECONDS = 15.0
-# How often a follower on another server than the generating one reads the database.
-POLL_SECONDS = 0.25
+KEEPALIVE = b": keep-alive\n\n"
 
 
 def sse(event: str, data, event_id: int | str | None = None) -> bytes:
@@ -35,48 +37,23 @@ def sse(event: str, data, event_id: int | str | None = None) -> bytes:
     return ("\n".join(lines) + "\n\n").encode()
 
 
-KEEPALIVE = b": keep-alive\n\n"
+def _delta(text: str, end: int) -> bytes:
+    return sse("delta", {"content": text}, end)
 
 
-def _follow_local(generation, offset: int) -> Iterator[bytes]:
+async def _follow_local(live: LiveReply, offset: int) -> AsyncIterator[bytes]:
     while True:
-        arrived = generation.wait(offset, KEEPALIVE_SECONDS)
-        content = generation.content
+        content = live.content
         if len(content) > offset:
-            yield sse("delta", {"content": content[offset:]}, len(content))
+            yield _delta(content[offset:], len(content))
             offset = len(content)
-        elif generation.finished:
+        elif live.finished:
             return
-        elif not arrived:
+        elif not await live.wait(offset, KEEPALIVE_SECONDS):
             yield KEEPALIVE
 
 
-def _follow_database(reply_pk: int, offset: int) -> Iterator[bytes]:
-    silent_since = time.monotonic()
-    while True:
-        row = ChatMessage.objects.filter(pk=reply_pk).values("content", "status", "updated_at").first()
-        if row is None:
-            return
-        if len(row["content"]) > offset:
-            yield sse("delta", {"content": row["content"][offset:]}, len(row["content"]))
-            offset = len(row["content"])
-            silent_since = time.monotonic()
-        if row["status"] != ChatMessage.Status.GENERATING:
-            return
-        if generation_live(reply_pk) is not None:
-            # It started running in this process meanwhile (or we raced its registration).
-            yield from _follow_local(generation_live(reply_pk), offset)
-            return
-        if reply_orphaned(reply_pk, row["updated_at"]) and reply_reap(reply_pk):
-            continue  # read how it ended
-        if time.monotonic() - silent_since >= KEEPALIVE_SECONDS:
-            yield KEEPALIVE
-            silent_since = time.monotonic()
-        time.sleep(POLL_SECONDS)
-
-
-def _usage_data(reply_pk: int) -> dict | None:
-    event = UsageEvent.objects.filter(message_id=reply_pk).order_by("-id").first()
+def _usage_data(event: UsageEvent | None) -> dict | None:
     if event is None:
         return None
     return {
@@ -88,26 +65,17 @@ def _usage_data(reply_pk: int) -> dict | None:
     }
 
 
-def reply_events(reply_pk: int, offset: int = 0) -> Iterator[bytes]:
-    """The deltas of a reply past `offset` characters as they arrive, then how it ended.
-
-    If the database goes away meanwhile the stream ends with an `error` event, not a cut: the
-    reply itself runs on and is saved once the database is back, so following it again finds it.
-    """
-    try:
-        yield from _reply_events(reply_pk, offset)
-    except (OperationalError, InterfaceError):
-        logger.warning("reply %s: the database is unavailable; its stream ends here", reply_pk)
-        yield sse("error", DATABASE_UNAVAILABLE)
+def _ending_read(reply_pk: int) -> tuple[ChatMessage | None, UsageEvent | None, str | None]:
+    reply, _ = reply_read(reply_pk)
+    if reply is None:
+        return None, None, None
+    event = UsageEvent.objects.filter(message_id=reply_pk).order_by("-id").first()
+    title = ChatSession.objects.filter(pk=reply.session_id).values_list("title", flat=True).first()
+    return reply, event, title
 
 
-def _reply_events(reply_pk: int, offset: int) -> Iterator[bytes]:
-    generation = generation_live(reply_pk)
-    if generation is not None:
-        yield from _follow_local(generation, offset)
-    else:
-        yield from _follow_database(reply_pk, offset)
-    reply = ChatMessage.objects.select_related("ai_model").filter(pk=reply_pk).first()
+def ending_events(reply: ChatMessage | None, event: UsageEvent | None, title: str | None) -> Iterator[bytes]:
+    """How a reply ended: the saved reply, its usage and `done`; or an `error`."""
     if reply is None:
         yield sse("error", {"detail": "The reply was deleted.", "code": "not_found"})
         return
@@ -118,21 +86,133 @@ def _reply_events(reply_pk: int, offset: int) -> Iterator[bytes]:
         return
     data = {**ChatMessageSerializer(reply).data, "content_html": message_html(reply.content)}
     yield sse("assistant_message", data, end)
-    usage = _usage_data(reply_pk)
+    usage = _usage_data(event)
     if usage is not None:
         yield sse("usage", usage, end)
     if reply.status == ChatMessage.Status.PARTIAL and reply.error_code:
         # The upstream failed after some text: that text is kept, and the client learns why it ends there.
         yield sse("error", {"detail": reply.error_detail, "code": reply.error_code, "partial": True}, end)
-    title = ChatSession.objects.filter(pk=reply.session_id).values_list("title", flat=True).first()
     yield sse("done", {"status": reply.status, "title": title}, end)
 
 
+async def reply_events(reply_pk: int, offset: int = 0) -> AsyncIterator[bytes]:
+    """The deltas of a reply past `offset` characters as they arrive, then how it ended.
+
+    If the database goes away meanwhile the stream ends with an `error` event, not a cut: the
+    reply itself runs on and is saved once the database is back, so following it again finds it.
+    """
+    try:
+        async for chunk in _reply_events(reply_pk, offset):
+            yield chunk
+    except DATABASE_ERRORS:
+        logger.warning("reply %s: the database is unavailable; its stream ends here", reply_pk)
+        yield sse("error", DATABASE_UNAVAILABLE)
+
+
+async def _reply_events(reply_pk: int, offset: int) -> AsyncIterator[bytes]:
+    live = runtime.live_on_this_loop(reply_pk)
+    if live is None:
+        silent = 0.0
+        async for kind, value in runtime.follow_remote(reply_pk, offset):
+            if kind == "text":
+                offset += len(value)
+                silent = 0.0
+                yield _delta(value, offset)
+            elif kind == "local":
+                live = value
+                break
+            else:  # idle: nothing arrived for a while
+                silent += runtime.FOLLOW_RECHECK_SECONDS
+                if silent >= KEEPALIVE_SECONDS:
+                    silent = 0.0
+                    yield KEEPALIVE
+    if live is not None:
+        async for chunk in _follow_local(live, offset):
+            yield chunk
+        if live.result is not None and live.result.reply is not None:
+            # Ran here: how it ended is in memory, no read needed.
+            for chunk in ending_events(live.result.reply, live.result.event, await _title(live)):
+                yield chunk
+            return
+    for chunk in ending_events(*await db(_ending_read, reply_pk)):
+        yield chunk
+
+
+async def _title(live: LiveReply) -> str | None:
+    if live.title is not None:
+        return live.title
+    session_pk = live.job.session_pk
+    return await db(lambda: ChatSession.objects.filter(pk=session_pk).values_list("title", flat=True).first())
+
+
+class _AsyncBody:
+    """A response body for an ASGI server: iterated on the runtime's loop, fetched from it if served on another."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], on_close) -> None:
+        self.chunks = chunks
+        self.on_close = on_close
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        loop = runtime.runtime().ensure_loop()
+        if asyncio.get_running_loop() is loop:
+            return self.chunks
+        return self._bridged(loop)
+
+    async def _bridged(self, loop) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                yield await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_next(self.chunks), loop))
+            except StopAsyncIteration:
+                return
+
+    def close(self) -> None:  # Django calls it when the response ends, or the client went away
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close()
+
+
+def _sync_body(chunks: AsyncIterator[bytes], on_close) -> Iterator[bytes]:
+    """A response body for WSGI (and the test client): each chunk fetched from the runtime's loop."""
+    loop = runtime.runtime().ensure_loop()
+    try:
+        while True:
+            try:
+                yield asyncio.run_coroutine_threadsafe(_next(chunks), loop).result()
+            except StopAsyncIteration:
+                return
+    finally:
+        try:
+            asyncio.run_coroutine_threadsafe(chunks.aclose(), loop).result(timeout=10)
+        finally:
+            if on_close is not None:
+                on_close()
+
+
+async def _next(chunks: AsyncIterator[bytes]) -> bytes:
+    return await chunks.__anext__()
+
+
+async def _prefixed(head: list[bytes], chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in head:
+        yield chunk
+    async for chunk in chunks:
+        yield chunk
+
+
 def event_stream_response(
-    events: Iterator[bytes], status: int = 200, headers: dict[str, str] | None = None
+    request,
+    events: AsyncIterator[bytes],
+    *,
+    head: list[bytes] | None = None,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    on_close=None,
 ) -> StreamingHttpResponse:
+    chunks = _prefixed(head or [], events)
+    # An ASGI server streams the async body; a WSGI one (or the test client) the bridged one.
+    body = _AsyncBody(chunks, on_close) if isinstance(request, ASGIRequest) else _sync_body(chunks, on_close)
     response = StreamingHttpResponse(
-        events, content_type="text/event-stream; charset=utf-8", status=status, headers=headers
+        body, content_type="text/event-stream; charset=utf-8", status=status, headers=headers
     )
     response["Cache-Control"] = "no-cache, no-transform"
     # Tell nginx and similar proxies to pass each event on at once.

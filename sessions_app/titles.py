@@ -30,12 +30,15 @@ def _title_model() -> AIModel:
     return known or AIModel(model_id=settings.TITLE_MODEL, name=settings.TITLE_MODEL, provider=AIModel.Provider.OPENAI)
 
 
-def title_summarize(content: str) -> str:
+async def title_summarize(content: str) -> str:
     """A short title for a chat that opens with `content`: from TITLE_MODEL if set, else its first words."""
     if settings.TITLE_MODEL:
+        from sessions_app.runtime import db
+
+        model = await db(_title_model)
         messages = [{"role": "system", "content": TITLE_INSTRUCTION}, {"role": "user", "content": content[:2000]}]
         try:
-            answer = get_provider(_title_model()).complete(model=_title_model(), messages=messages).content
+            answer = (await get_provider(model).complete(model=model, messages=messages)).content
         except ChatsiteError:
             logger.warning("title model %s failed; using the first words", settings.TITLE_MODEL)
         else:

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from chatbots.selectors import ai_model_list, chatbot_list
 from chatsite.errors import ChatsiteError, InvalidInput, NoSubscription, PermissionDenied, QuotaExceeded, UpstreamError
-from sessions_app import selectors, services
+from sessions_app import runtime, selectors, services
 from sessions_app.forms import EditForm, NewChatForm, RenameForm, SearchForm, SendForm
 from sessions_app.models import ChatMessage, ChatSession
 
@@ -178,7 +178,7 @@ def send(request, session_id: int):
     content = form.cleaned_data["content"]
     try:
         result = services.message_send(session=session, user=request.user, content=content)
-        reply = services.reply_complete(reply=result.reply, job=result.job)
+        reply = runtime.reply_complete_blocking(reply=result.reply, job=result.job)
     except ChatsiteError as exc:
         saved = _was_saved(session, content)
         # A saved message is already in the chat; keeping it in the box would invite a duplicate.
@@ -194,7 +194,7 @@ def regenerate(request, session_id: int):
     session = _session_or_404(request, session_id)
     try:
         reply, job = services.message_regenerate(session=session, user=request.user)
-        reply = services.reply_complete(reply=reply, job=job)
+        reply = runtime.reply_complete_blocking(reply=reply, job=job)
     except ChatsiteError as exc:
         saved = not isinstance(exc, InvalidInput)  # invalid: there was nothing to answer, or a reply is running
         return _render_detail(request, session, error=exc, saved=saved, status=exc.status)
@@ -248,7 +248,7 @@ def edit(request, session_id: int, message_id: uuid.UUID):
             _, reply, job = services.message_edit(
                 session=session, user=request.user, message_id=message.message_id, content=form.cleaned_data["content"]
             )
-            reply = services.reply_complete(reply=reply, job=job)
+            reply = runtime.reply_complete_blocking(reply=reply, job=job)
         except ChatsiteError as exc:
             message.refresh_from_db(fields=["edited_at"])
             if message.edited_at != edited_at:

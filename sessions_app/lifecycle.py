@@ -1,0 +1,296 @@
+"""A reply's lifecycle: its states, what each outcome charges, and the one function that ends it.
+
+    generating ──> complete   the upstream finished; its reported usage is charged
+               ├─> partial    an error after some text (or the server stopped); what was produced is charged
+               ├─> stopped    the user stopped it; what was produced is charged
+               └─> failed     nothing was produced; the reservation is released, nothing is charged
+
+Every end goes through `reply_finish`: the normal end, a stop, an upstream failure, a
+database outage (the finish is retried), a server shutting down, the reaping of a reply
+whose server died, and the staff debug call (a reply with no message). Callers say what
+happened as an `Outcome`; this module decides what it costs. These are plain functions
+over the ORM: the runtime that runs replies on an event loop lives in `runtime.py`.
+"""
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import Case, F, Value, When
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from billing.models import UsageEvent
+from billing.quotas import Headroom
+from billing.services import usage_release, usage_settle
+from chatbots.models import AIModel
+from chatbots.providers.base import Message, Usage, estimate_tokens
+from chatsite.errors import ChatsiteError, Interrupted
+from sessions_app.models import DEFAULT_TITLE, ChatMessage, ChatSession, ReplyPiece
+
+logger = logging.getLogger(__name__)
+Status = ChatMessage.Status
+
+# The only moves a reply makes. A reply stopped by the user is still running until its
+# server sees the stop, so `stopped` may end once more, as `stopped`.
+TRANSITIONS: dict[str, set[str]] = {
+    Status.GENERATING: {Status.COMPLETE, Status.PARTIAL, Status.STOPPED, Status.FAILED},
+    Status.STOPPED: {Status.STOPPED},
+}
+# A reply that no server has marked alive for this long has no server left to run it.
+ORPHANED_AFTER = timedelta(seconds=90)
+
+
+@dataclass(frozen=True)
+class ReplyJob:
+    """Everything a reply's run needs, gathered while the request still holds the session."""
+
+    reply: ChatMessage | None  # as created: empty and generating (None: a call with no message)
+    event: UsageEvent  # the reservation as made; settling it needs no read
+    session_pk: int | None
+    user_id: int
+    model: AIModel
+    messages: list[Message]
+    prompt: str
+    is_image: bool
+    headroom: Headroom | None = None  # the tightest quota left after its reservation
+    title_from: str | None = None  # the chat's first message, while the chat waits for its automatic title
+
+    @property
+    def reply_pk(self) -> int | None:
+        return self.reply.pk if self.reply is not None else None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to a reply, as its runner saw it."""
+
+    content: str = ""
+    image_url: str = ""
+    usage: Usage | None = None  # as the upstream reported it, if it did
+    stopped: bool = False
+    error: ChatsiteError | None = None
+    flushed: bool = False  # pieces of it reached the database while it ran
+
+    @property
+    def produced(self) -> bool:
+        return bool(self.content or self.image_url)
+
+
+@dataclass(frozen=True)
+class Finished:
+    reply: ChatMessage | None  # None if its chat was deleted meanwhile, or there was no message
+    event: UsageEvent = field(repr=False)
+
+
+def outcome_status(outcome: Outcome, *, stopped_elsewhere: bool = False) -> str:
+    """The state an outcome leads to."""
+    if outcome.error is not None and not outcome.produced:
+        return Status.FAILED
+    if outcome.stopped or stopped_elsewhere:
+        return Status.STOPPED
+    if outcome.error is not None:
+        return Status.PARTIAL
+    return Status.COMPLETE
+
+
+def _usage_produced(job: ReplyJob, outcome: Outcome, *, partial: bool) -> Usage:
+    """What to charge: the upstream's report, unless the reply was cut short or it reported nothing."""
+    if outcome.usage is not None and not partial:
+        return outcome.usage
+    # Only what was produced is charged; the upstream's count may be missing or cover more.
+    completion = estimate_tokens(outcome.content) if not job.is_image else 0
+    if outcome.usage is None:
+        return Usage(job.event.prompt_tokens, completion, None)
+    return Usage(outcome.usage.prompt_tokens, min(completion, outcome.usage.completion_tokens), None)
+
+
+def _charge(job: ReplyJob, outcome: Outcome, status: str) -> tuple[UsageEvent, Usage | None]:
+    if status == Status.FAILED:
+        return usage_release(event=job.event), None
+    usage = _usage_produced(job, outcome, partial=status != Status.COMPLETE)
+    event = usage_settle(
+        event=job.event,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost_usd=usage.cost_usd,
+    )
+    return event, usage
+
+
+FINISH_FIELDS = ["content", "image_url", "tokens_count", "status", "disabled", "error_code", "error_detail"]
+COMPLETE_FIELDS = ["content", "image_url", "tokens_count", "status", "updated_at"]
+
+
+@transaction.atomic
+def reply_finish(*, job: ReplyJob, outcome: Outcome) -> Finished:
+    """End a reply: save its text and state, and settle or release its usage, in one transaction.
+
+    Safe to run again after a rollback: the reservation is settled or released only once.
+    """
+    content = job.prompt if job.is_image and outcome.image_url else outcome.content
+    if job.reply is None:
+        event, _ = _charge(job, outcome, outcome_status(outcome))
+        return Finished(reply=None, event=event)
+    if outcome_status(outcome) == Status.COMPLETE:
+        finished = _reply_complete(job, outcome, content)
+        if finished is not None:
+            return finished
+    reply = ChatMessage.objects.select_for_update().filter(pk=job.reply_pk).first()
+    # Stopped from another server, or the chat deleted, while this one ran.
+    status = outcome_status(outcome, stopped_elsewhere=reply is None or reply.status == Status.STOPPED)
+    event, usage = _charge(job, outcome, status)
+    if reply is None:
+        return Finished(reply=None, event=event)  # the chat is gone; what was produced is still charged, once
+    _check_transition(reply, status)
+    reply.status = status
+    if status == Status.FAILED:
+        reply.disabled = True
+    else:
+        reply.tokens_count = usage.completion_tokens
+    if outcome.error is not None:
+        reply.error_code, reply.error_detail = outcome.error.code, str(outcome.error.detail)[:300]
+    reply.content = content
+    reply.image_url = outcome.image_url
+    reply.updated_at = timezone.now()
+    reply.save(update_fields=[*FINISH_FIELDS, "updated_at"])
+    if outcome.flushed:
+        ReplyPiece.objects.filter(message_id=reply.pk).delete()
+    return Finished(reply=reply, event=event)
+
+
+def _reply_complete(job: ReplyJob, outcome: Outcome, content: str) -> Finished | None:
+    """The usual end in one write, or None if the reply was stopped or disabled meanwhile (the caller then looks)."""
+    usage = _usage_produced(job, outcome, partial=False)
+    reply = copy.copy(job.reply)
+    reply.content = content
+    reply.image_url = outcome.image_url
+    reply.tokens_count = usage.completion_tokens
+    reply.status = Status.COMPLETE
+    reply.updated_at = timezone.now()
+    # Only a reply still generating and enabled: then the row holds nothing this copy lacks.
+    written = ChatMessage.objects.filter(pk=reply.pk, status=Status.GENERATING, disabled=False).update(
+        **{name: getattr(reply, name) for name in COMPLETE_FIELDS}
+    )
+    if not written:
+        return None
+    event = usage_settle(
+        event=job.event,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost_usd=usage.cost_usd,
+    )
+    if outcome.flushed:
+        ReplyPiece.objects.filter(message_id=reply.pk).delete()
+    return Finished(reply=reply, event=event)
+
+
+def _check_transition(reply: ChatMessage, status: str) -> None:
+    if status not in TRANSITIONS.get(reply.status, set()):
+        raise ValueError(f"reply {reply.pk} cannot go from {reply.status} to {status}")
+
+
+def reply_mark_stopped(*, reply_pk: int) -> bool:
+    """Mark a generating reply stopped; its server ends it (and charges what it produced). False if it had ended."""
+    return bool(
+        ChatMessage.objects.filter(pk=reply_pk, status=Status.GENERATING).update(
+            status=Status.STOPPED, updated_at=timezone.now()
+        )
+    )
+
+
+def session_touch(*, session_pk: int, title: str | None) -> None:
+    """Mark the chat as just active and, if given, name it (unless it was named meanwhile)."""
+    fields = {"updated_at": timezone.now()}
+    if title is not None:
+        unnamed = When(auto_generate_title=True, title=DEFAULT_TITLE, then=Value(title))
+        fields["title"] = Case(unnamed, default=F("title"))
+    ChatSession.objects.filter(pk=session_pk).update(**fields)
+
+
+# The text of replies: a generating reply's text is in its pieces until it ends.
+
+
+def pieces_append(pieces: list[tuple[int, int, str]]) -> None:
+    """Save (reply pk, offset, text) pieces of replies in flight, all in one statement."""
+    ReplyPiece.objects.bulk_create([ReplyPiece(message_id=pk, offset=offset, text=text) for pk, offset, text in pieces])
+
+
+def _pieces_text(message_pk) -> str:
+    return "".join(ReplyPiece.objects.filter(message_id=message_pk).order_by("offset").values_list("text", flat=True))
+
+
+def live_content():
+    """An expression for a message's text so far: its content, or its saved pieces while it generates."""
+    from django.contrib.postgres.aggregates import StringAgg
+    from django.db import connection
+    from django.db.models import OuterRef, Subquery
+
+    if connection.vendor != "postgresql":
+        return None  # read with reply_text() one by one: SQLite holds few replies in flight
+    pieces = (
+        ReplyPiece.objects.filter(message_id=OuterRef("pk"))
+        .order_by()
+        .values("message_id")
+        .annotate(text=StringAgg("text", delimiter="", ordering="offset"))
+        .values("text")
+    )
+    return Case(When(status=Status.GENERATING, then=Coalesce(Subquery(pieces), Value(""))), default=F("content"))
+
+
+def reply_text(reply: ChatMessage) -> str:
+    """A reply's text as the database holds it now."""
+    if reply.status != Status.GENERATING:
+        return reply.content
+    return reply.content + _pieces_text(reply.pk)
+
+
+def reply_read(reply_pk: int) -> tuple[ChatMessage | None, str]:
+    """A reply and its text so far, in one query on PostgreSQL."""
+    expression = live_content()
+    if expression is None:
+        reply = ChatMessage.objects.select_related("ai_model").filter(pk=reply_pk).first()
+        return reply, reply_text(reply) if reply is not None else ""
+    reply = ChatMessage.objects.select_related("ai_model").annotate(text_so_far=expression).filter(pk=reply_pk).first()
+    return reply, reply.text_so_far if reply is not None else ""
+
+
+def reply_orphaned(reply: ChatMessage) -> bool:
+    """Whether a reply read as generating has gone ORPHANED_AFTER without a mark from its server."""
+    return reply.status == Status.GENERATING and reply.updated_at < timezone.now() - ORPHANED_AFTER
+
+
+def reply_reap(reply_pk: int, *, older_than: timedelta | None = None) -> bool:
+    """End a reply still generating without a mark for `older_than` (ORPHANED_AFTER by default).
+
+    Its saved text is kept and charged (`partial`), or nothing is charged if it has none
+    (`failed`). False if the reply is not (or no longer) such a reply.
+    """
+    cutoff = timezone.now() - (ORPHANED_AFTER if older_than is None else older_than)
+    with transaction.atomic():
+        stale = ChatMessage.objects.filter(pk=reply_pk, status=Status.GENERATING, updated_at__lt=cutoff)
+        reply = stale.select_for_update().first()
+        if reply is None:
+            return False  # it moved on meanwhile
+        event = (
+            UsageEvent.objects.select_related("ai_model").filter(message=reply, state=UsageEvent.State.RESERVED).first()
+        )
+        content = reply_text(reply)
+        job = ReplyJob(
+            reply=reply, event=event or UsageEvent(state=UsageEvent.State.SETTLED), session_pk=reply.session_id,
+            user_id=0, model=reply.ai_model, messages=[], prompt="", is_image=False,
+        )  # fmt: skip
+        outcome = Outcome(content=content, error=Interrupted(), flushed=True)
+        if event is None:
+            # Nothing reserved to settle (charged already): only the message is ended.
+            reply.status = outcome_status(outcome)
+            reply.error_code, reply.error_detail = outcome.error.code, outcome.error.default_detail
+            reply.content = content
+            reply.save(update_fields=["status", "content", "error_code", "error_detail", "updated_at"])
+            ReplyPiece.objects.filter(message_id=reply.pk).delete()
+        else:
+            reply_finish(job=job, outcome=outcome)
+    logger.warning("reply %s: ended, its server stopped before it finished", reply_pk)
+    return True

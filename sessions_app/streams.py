@@ -1,0 +1,80 @@
+"""The reply endpoints as async views: send, regenerate and edit, and following a reply.
+
+Each wraps its DRF action: the action authenticates, validates and begins the reply in a
+short synchronous call (its database connection goes back right after), then this view
+finishes on the event loop. A stream's reply runs as a task of its own and the response
+follows it; a JSON answer waits for the reply without holding a thread or a connection.
+"""
+
+import functools
+
+from asgiref.sync import sync_to_async
+from rest_framework.response import Response
+
+from chatsite.api import exception_handler
+from chatsite.errors import ChatsiteError
+from sessions_app import runtime
+from sessions_app.api import ReplyStarted
+from sessions_app.streaming import event_stream_response, reply_events
+
+# The router's names of the endpoints served here.
+REPLY_ENDPOINTS = {"chat-session-send", "chat-session-regenerate", "chat-session-edit", "chat-session-follow"}
+
+
+def reply_endpoint(drf_view):
+    """An async view that runs `drf_view` (a DRF action answering ReplyStarted) and then its reply."""
+
+    def drf_releasing(request, *args, **kwargs):
+        try:
+            return drf_view(request, *args, **kwargs)
+        finally:
+            runtime.connections_release()
+
+    drf_part = sync_to_async(drf_releasing)
+
+    # wraps() keeps the DRF view's attributes: drf-spectacular documents it, and its csrf_exempt
+    # holds, since DRF checks CSRF itself (for signed-in users; anonymous ones get 401).
+    @functools.wraps(drf_view)
+    async def view(request, *args, **kwargs):
+        response = await drf_part(request, *args, **kwargs)
+        if not isinstance(response, ReplyStarted):
+            return response
+        try:
+            return await _reply_response(request, response)
+        except ChatsiteError as exc:
+            return _error_response(exc, like=response)
+
+    return view
+
+
+async def _reply_response(request, started: ReplyStarted):
+    if started.stream:
+        release = None
+        if started.follower_id is not None:
+            slot = runtime.follow_slot(started.follower_id)
+            slot.__enter__()  # raises TooManyStreams past the user's share
+
+            def release():
+                slot.__exit__(None, None, None)
+
+        if started.job is not None:
+            runtime.reply_start(started.job)
+        return event_stream_response(
+            request,
+            reply_events(started.reply.pk, started.offset),
+            head=started.head,
+            headers=started.extra_headers,
+            on_close=release,
+        )
+    reply = await runtime.reply_complete(reply=started.reply, job=started.job)
+    started.data = started.body(reply)
+    return started
+
+
+def _error_response(exc: ChatsiteError, *, like: Response) -> Response:
+    """The error as DRF would have answered it, rendered the way `like` was negotiated."""
+    response = exception_handler(exc, {})
+    response.accepted_renderer = like.accepted_renderer
+    response.accepted_media_type = like.accepted_media_type
+    response.renderer_context = like.renderer_context
+    return response
