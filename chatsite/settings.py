@@ -150,6 +150,9 @@ AI_BASE_URL = env("AI_BASE_URL", default="https://openrouter.ai/api/v1")
 AI_API_KEY = env("AI_API_KEY", default="") or env("OPENROUTER_API_KEY", default="")
 AI_TIMEOUT = env.float("AI_TIMEOUT", default=60.0)
 AI_CONNECT_TIMEOUT = env.float("AI_CONNECT_TIMEOUT", default=10.0)
+# The shared client's pool: every streaming reply holds a connection for as long as it runs.
+AI_MAX_CONNECTIONS = env.int("AI_MAX_CONNECTIONS", default=2000)
+AI_MAX_KEEPALIVE = env.int("AI_MAX_KEEPALIVE", default=200)
 # Retries happen only before the first token: a reply is never sent twice.
 AI_MAX_RETRIES = env.int("AI_MAX_RETRIES", default=2)
 AI_RETRY_BACKOFF = env.float("AI_RETRY_BACKOFF", default=0.5)
