@@ -1,9 +1,8 @@
 """The interface every upstream adapter offers, and the values it returns."""
 
 import math
-import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -54,46 +53,23 @@ class ImageResult:
     content_type: str = "image/png"
 
 
-class Cancel:
-    """Lets another thread end a call that is blocked waiting on the upstream."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._hooks: list[Callable[[], None]] = []
-        self.cancelled = False
-
-    def on_cancel(self, hook: Callable[[], None]) -> None:
-        """Run `hook` when the call is cancelled (at once if it already was)."""
-        with self._lock:
-            if not self.cancelled:
-                self._hooks.append(hook)
-                return
-        hook()
-
-    def cancel(self) -> None:
-        with self._lock:
-            self.cancelled = True
-            hooks, self._hooks = self._hooks, []
-        for hook in hooks:
-            hook()
-
-
 class Provider(ABC):
     """What every upstream adapter offers.
 
     Adapters raise chatsite.errors.UpstreamError (or UpstreamTimeout) for every
-    failure, also from inside a stream's iteration. `stream` returns an iterator
-    whose `close()` releases the upstream connection, ending the call; `cancel`
-    ends it from another thread, even while a read is blocked.
+    failure, also from inside a stream's iteration. `stream` is an async generator:
+    cancelling the task that reads it, or its `aclose()`, hangs up on the upstream at
+    once, even while a read waits for the next byte. Read it inside
+    `contextlib.aclosing` so that a reader that stops early closes it at once.
     """
 
     name = "base"
 
     @abstractmethod
-    def complete(self, *, model, messages: list[Message]) -> Completion: ...
+    async def complete(self, *, model, messages: list[Message]) -> Completion: ...
 
     @abstractmethod
-    def stream(self, *, model, messages: list[Message], cancel: Cancel | None = None) -> Iterator[StreamEvent]: ...
+    def stream(self, *, model, messages: list[Message]) -> AsyncIterator[StreamEvent]: ...
 
     @abstractmethod
-    def generate_image(self, *, model, prompt: str) -> ImageResult: ...
+    async def generate_image(self, *, model, prompt: str) -> ImageResult: ...

@@ -1,17 +1,16 @@
 """The offline demo provider: deterministic answers so chatsite runs with no network."""
 
+import asyncio
 import hashlib
 import io
 import re
 import textwrap
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 from django.conf import settings
 from PIL import Image, ImageDraw
 
 from chatbots.providers.base import (
-    Cancel,
     Completion,
     ImageResult,
     Message,
@@ -39,7 +38,7 @@ def demo_reply(messages: list[Message]) -> str:
 class DemoProvider(Provider):
     name = "demo"
 
-    def complete(self, *, model, messages: list[Message]) -> Completion:
+    async def complete(self, *, model, messages: list[Message]) -> Completion:
         content = demo_reply(messages)
         return Completion(
             content=content,
@@ -47,19 +46,18 @@ class DemoProvider(Provider):
             completion_tokens=estimate_tokens(content),
         )
 
-    def stream(self, *, model, messages: list[Message], cancel: Cancel | None = None) -> Iterator[StreamEvent]:
+    async def stream(self, *, model, messages: list[Message]) -> AsyncIterator[StreamEvent]:
         content = demo_reply(messages)
         delay = settings.DEMO_STREAM_DELAY
         # Word by word, like a model's tokens, paced so the streaming is visible.
         for piece in re.findall(r"\S+\s*|\s+", content):
             if delay:
-                time.sleep(delay)
-            if cancel is not None and cancel.cancelled:
-                return
+                await asyncio.sleep(delay)
             yield StreamEvent(text=piece)
         yield StreamEvent(usage=Usage(estimate_prompt_tokens(messages), estimate_tokens(content)))
 
-    def generate_image(self, *, model, prompt: str) -> ImageResult:
+    async def generate_image(self, *, model, prompt: str) -> ImageResult:
+        # Drawing and encoding 256 x 256 takes a few milliseconds: not worth a thread.
         digest = hashlib.sha256(prompt.encode()).digest()
         background = tuple(digest[:3])
         ink = tuple(255 - c for c in background)

@@ -1,24 +1,22 @@
 """The adapter for any OpenAI-compatible upstream: OpenRouter, OpenAI, Ollama, vLLM, llama.cpp server, LM Studio."""
 
+import asyncio
 import base64
 import binascii
 import contextlib
 import json
 import logging
-import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
+import httpx
 from django.conf import settings
-from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import ReadTimeoutError
+from httpx_sse import EventSource, ServerSentEvent
 
 from chatbots.providers.base import (
-    Cancel,
     Completion,
     ImageResult,
     Message,
@@ -28,12 +26,10 @@ from chatbots.providers.base import (
     estimate_prompt_tokens,
     estimate_tokens,
 )
+from chatbots.providers.http import sync_client, upstream_client
 from chatsite.errors import UpstreamError, UpstreamTimeout
 
 logger = logging.getLogger(__name__)
-
-# One pool of keep-alive connections per process: a TLS handshake per message would cost more than chatsite does.
-_session = requests.Session()
 
 RETRY_AFTER_CAP = 10.0
 DETAIL_MAX_CHARS = 300
@@ -46,7 +42,7 @@ IMAGE_SIGNATURES = [
 
 
 class OpenAIProvider(Provider):
-    """Speaks the OpenAI chat completions protocol over `requests`."""
+    """Speaks the OpenAI chat completions protocol over httpx; streams are read with httpx-sse."""
 
     name = "openai"
 
@@ -59,9 +55,10 @@ class OpenAIProvider(Provider):
 
     # The three calls of the interface.
 
-    def complete(self, *, model, messages: list[Message]) -> Completion:
+    async def complete(self, *, model, messages: list[Message]) -> Completion:
         payload = {"model": model.model_id, "messages": messages, "stream": False, **self._extra_body()}
-        data = self._read_json(self._send("POST", "/chat/completions", payload=payload))
+        async with upstream_client() as client:
+            data = await self._read_json(await self._send(client, "POST", "/chat/completions", payload=payload))
         content = _message_content(self._first_choice(data))
         usage = _usage(data.get("usage"), messages=messages, content=content)
         return Completion(
@@ -71,8 +68,12 @@ class OpenAIProvider(Provider):
             cost_usd=usage.cost_usd,
         )
 
-    def stream(self, *, model, messages: list[Message], cancel: Cancel | None = None) -> Iterator[StreamEvent]:
-        """Yield each piece of text as soon as it arrives, then the usage; `close()` hangs up on the upstream."""
+    async def stream(self, *, model, messages: list[Message]) -> AsyncIterator[StreamEvent]:
+        """Yield each piece of text as soon as it arrives, then the usage.
+
+        Cancelling the task that reads it, or `aclose()`, runs the `finally` below, which
+        hangs up on the upstream, also while a read waits for the next byte.
+        """
         payload = {
             "model": model.model_id,
             "messages": messages,
@@ -80,36 +81,44 @@ class OpenAIProvider(Provider):
             "stream_options": {"include_usage": True},
             **self._extra_body(),
         }
-        response = self._send("POST", "/chat/completions", payload=payload, stream=True)
-        if cancel is not None:
-            cancel.on_cancel(lambda: _hang_up(response))
-        try:
-            if response.headers.get("Content-Type", "").startswith("application/json"):
-                # The upstream ignored "stream": true and answered in one piece.
-                completion_data = self._read_json(response)
-                content = _message_content(self._first_choice(completion_data))
-                if content:
-                    yield StreamEvent(text=content)
-                if isinstance(completion_data.get("usage"), dict):
-                    yield StreamEvent(usage=_usage(completion_data["usage"], messages=messages, content=content))
-                return
-            yield from self._stream_events(response, messages)
-        finally:
-            response.close()
+        async with upstream_client() as client:
+            response = await self._send(client, "POST", "/chat/completions", payload=payload, stream=True)
+            try:
+                if response.headers.get("Content-Type", "").startswith("application/json"):
+                    # The upstream ignored "stream": true and answered in one piece.
+                    completion_data = await self._read_json(response)
+                    content = _message_content(self._first_choice(completion_data))
+                    if content:
+                        yield StreamEvent(text=content)
+                    if isinstance(completion_data.get("usage"), dict):
+                        yield StreamEvent(usage=_usage(completion_data["usage"], messages=messages, content=content))
+                    return
+                async with contextlib.aclosing(self._stream_events(response, messages)) as events:
+                    async for event in events:
+                        yield event
+            finally:
+                # A body not read to its end closes the connection instead of returning it to the pool.
+                await response.aclose()
 
-    def generate_image(self, *, model, prompt: str) -> ImageResult:
+    async def generate_image(self, *, model, prompt: str) -> ImageResult:
         api = settings.AI_IMAGE_API
         if api not in ("images", "chat"):
             api = "chat" if self.is_openrouter else "images"
-        if api == "chat":
-            return self._image_via_chat(model, prompt)
-        return self._image_via_images(model, prompt)
+        async with upstream_client() as client:
+            if api == "chat":
+                return await self._image_via_chat(client, model, prompt)
+            return await self._image_via_images(client, model, prompt)
 
     # More than the interface: the catalogue behind GET /models, for sync_models.
 
     def list_models(self) -> list[dict[str, Any]]:
-        """Return the upstream's model catalogue (the items of GET /models)."""
-        data = self._read_json(self._send("GET", "/models"), require_dict=False)
+        """Return the upstream's model catalogue (the items of GET /models).
+
+        Blocking: sync_models runs outside any event loop.
+        """
+        with sync_client() as client:
+            body = self._send_blocking(client, "GET", "/models").content
+        data = self._parse_json(body, require_dict=False)
         items = data.get("data") if isinstance(data, dict) else data
         if not isinstance(items, list):
             raise self._error(f"The AI provider at {self.host} sent a model list that is not a list.")
@@ -117,107 +126,80 @@ class OpenAIProvider(Provider):
 
     # Streaming.
 
-    def _stream_events(self, response: requests.Response, messages: list[Message]) -> Iterator[StreamEvent]:
+    async def _stream_events(self, response: httpx.Response, messages: list[Message]) -> AsyncIterator[StreamEvent]:
         pieces: list[str] = []
         reported_usage = None
         finished = False
-        for event_type, data in self._sse_events(response):
-            if data.strip() == "[DONE]":
-                finished = True
-                break
-            if event_type == "error":
-                raise self._error(f"The AI provider failed mid-reply: {_error_message(data) or 'no detail given'}.")
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                raise self._error(f"The AI provider at {self.host} sent a malformed stream chunk.") from None
-            if not isinstance(chunk, dict):
-                raise self._error(f"The AI provider at {self.host} sent a malformed stream chunk.")
-            if chunk.get("error"):
-                raise self._error(f"The AI provider failed mid-reply: {_error_message(chunk) or 'no detail given'}.")
-            choices = chunk.get("choices")
-            if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-                choice = choices[0]
-                delta = choice.get("delta")
-                text = delta.get("content") if isinstance(delta, dict) else None
-                if isinstance(text, str) and text:
-                    pieces.append(text)
-                    yield StreamEvent(text=text)
-                if choice.get("finish_reason") == "error":
-                    raise self._error("The AI provider failed mid-reply.")
-                if choice.get("finish_reason"):
+        async with contextlib.aclosing(self._sse_events(response)) as events:
+            async for event in events:
+                if event.data.strip() == "[DONE]":
                     finished = True
-            # vLLM and llama.cpp may report usage on several chunks; the last one is the total.
-            if isinstance(chunk.get("usage"), dict):
-                reported_usage = chunk["usage"]
+                    break
+                if event.event == "error":
+                    detail = _error_message(event.data) or "no detail given"
+                    raise self._error(f"The AI provider failed mid-reply: {detail}.")
+                try:
+                    chunk = json.loads(event.data)
+                except ValueError:
+                    raise self._error(f"The AI provider at {self.host} sent a malformed stream chunk.") from None
+                if not isinstance(chunk, dict):
+                    raise self._error(f"The AI provider at {self.host} sent a malformed stream chunk.")
+                if chunk.get("error"):
+                    detail = _error_message(chunk) or "no detail given"
+                    raise self._error(f"The AI provider failed mid-reply: {detail}.")
+                choices = chunk.get("choices")
+                if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+                    choice = choices[0]
+                    delta = choice.get("delta")
+                    text = delta.get("content") if isinstance(delta, dict) else None
+                    if isinstance(text, str) and text:
+                        pieces.append(text)
+                        yield StreamEvent(text=text)
+                    if choice.get("finish_reason") == "error":
+                        raise self._error("The AI provider failed mid-reply.")
+                    if choice.get("finish_reason"):
+                        finished = True
+                # vLLM and llama.cpp may report usage on several chunks; the last one is the total.
+                if isinstance(chunk.get("usage"), dict):
+                    reported_usage = chunk["usage"]
         if not finished:
             raise self._error("The AI provider stopped mid-reply: the upstream closed the stream early.")
         if reported_usage is not None:
             yield StreamEvent(usage=_usage(reported_usage, messages=messages, content="".join(pieces)))
 
-    def _sse_events(self, response: requests.Response) -> Iterator[tuple[str, str]]:
-        """Yield (event type, data) for each server-sent event as soon as its closing blank line arrives."""
-        event_type, data_lines = "", []
-        pending: list[bytes] = []
-        for chunk in self._raw_chunks(response):
-            if b"\n" not in chunk:
-                pending.append(chunk)
-                continue
-            # Lines are split as bytes and decoded whole, so a character cut between two reads stays intact.
-            *lines, rest = b"".join([*pending, chunk]).split(b"\n")
-            pending = [rest] if rest else []
-            for raw_line in lines:
-                line = raw_line.rstrip(b"\r").decode("utf-8", errors="replace")
-                if not line:
-                    if data_lines or event_type:
-                        yield event_type or "message", "\n".join(data_lines)
-                    event_type, data_lines = "", []
-                elif not line.startswith(":"):  # ":" starts a comment, e.g. ": OPENROUTER PROCESSING"
-                    field, _, value = line.partition(":")
-                    value = value.removeprefix(" ")
-                    if field == "data":
-                        data_lines.append(value)
-                    elif field == "event":
-                        event_type = value
-        # Some servers end with a last event that has no closing blank line.
-        last_line = b"".join(pending).rstrip(b"\r").decode("utf-8", errors="replace")
-        if last_line.startswith("data:"):
-            data_lines.append(last_line.removeprefix("data:").removeprefix(" "))
-        if data_lines:
-            yield event_type or "message", "\n".join(data_lines)
-
-    def _raw_chunks(self, response: requests.Response) -> Iterator[bytes]:
-        # read1 returns whatever bytes have arrived instead of waiting to fill a buffer.
-        while True:
-            try:
-                chunk = response.raw.read1(65536)
-            except ReadTimeoutError:
-                raise self._error(
-                    f"The AI provider at {self.host} went silent for more than {settings.AI_TIMEOUT:g} s mid-reply.",
-                    timeout=True,
-                ) from None
-            except (Urllib3Error, OSError, ValueError) as exc:
-                logger.info("stream from %s broke off: %s", self.host, exc)
-                return
-            if not chunk:
-                return
-            yield chunk
+    async def _sse_events(self, response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
+        """Yield each server-sent event as soon as its closing blank line arrives; end where the body ends."""
+        try:
+            async with contextlib.aclosing(EventSource(_ending_with_a_blank_line(response)).aiter_sse()) as events:
+                async for event in events:
+                    # Once an event had an `id:`, httpx-sse dispatches every blank line (keep-alives
+                    # too) as an event without data; the SSE spec drops those.
+                    if event.data or event.event == "error":
+                        yield event
+        except httpx.ReadTimeout:
+            raise self._error(
+                f"The AI provider at {self.host} went silent for more than {settings.AI_TIMEOUT:g} s mid-reply.",
+                timeout=True,
+            ) from None
+        except httpx.HTTPError as exc:
+            # A cut connection ends the events; the caller tells a finished reply from a cut one.
+            logger.info("stream from %s broke off: %s", self.host, exc)
 
     # Images.
 
-    def _image_via_images(self, model, prompt: str) -> ImageResult:
+    async def _image_via_images(self, client: httpx.AsyncClient, model, prompt: str) -> ImageResult:
         payload = {"model": model.model_id, "prompt": prompt, "n": 1}
         # DALL-E answers with a short-lived URL unless asked for base64; gpt-image models reject the field.
         if not model.model_id.rsplit("/", 1)[-1].startswith(("gpt-image", "chatgpt-image")):
             payload["response_format"] = "b64_json"
-        data = self._read_json(self._send("POST", "/images/generations", payload=payload))
+        data = await self._read_json(await self._send(client, "POST", "/images/generations", payload=payload))
         items = data.get("data")
         item = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
         if isinstance(item.get("b64_json"), str):
             png = self._b64decode(item["b64_json"])
             content_type = _sniff_image(png) or "image/png"
         elif isinstance(item.get("url"), str):
-            png, content_type = self._image_from_url(item["url"])
+            png, content_type = await self._image_from_url(client, item["url"])
         else:
             raise self._error(f"The AI provider at {self.host} returned no image.")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
@@ -231,22 +213,22 @@ class OpenAIProvider(Provider):
             content_type=content_type,
         )
 
-    def _image_via_chat(self, model, prompt: str) -> ImageResult:
+    async def _image_via_chat(self, client: httpx.AsyncClient, model, prompt: str) -> ImageResult:
         messages = [{"role": "user", "content": prompt}]
         payload = {"model": model.model_id, "messages": messages, "modalities": ["image", "text"], **self._extra_body()}
-        data = self._read_json(self._send("POST", "/chat/completions", payload=payload))
+        data = await self._read_json(await self._send(client, "POST", "/chat/completions", payload=payload))
         message = self._first_choice(data).get("message")
         message = message if isinstance(message, dict) else {}
         url = _image_url(message.get("images")) or _image_url(message.get("content"))
         if not url:
             raise self._error(f"The AI provider at {self.host} returned no image.")
-        png, content_type = self._image_from_url(url)
+        png, content_type = await self._image_from_url(client, url)
         usage = _usage(data.get("usage"), messages=messages, content="")
         return ImageResult(
             png=png, prompt_tokens=usage.prompt_tokens, cost_usd=usage.cost_usd, content_type=content_type
         )
 
-    def _image_from_url(self, url: str) -> tuple[bytes, str]:
+    async def _image_from_url(self, client: httpx.AsyncClient, url: str) -> tuple[bytes, str]:
         if url.startswith("data:"):
             header, comma, encoded = url.partition(",")
             if not comma or ";base64" not in header:
@@ -256,11 +238,11 @@ class OpenAIProvider(Provider):
         if not url.startswith(("http://", "https://")):
             raise self._error(f"The AI provider at {self.host} returned an image URL chatsite cannot fetch.")
         # Our key goes only to our upstream, never to the storage that hosts its images.
-        response = self._send("GET", url, authorize=url.startswith(self.base_url + "/"))
-        png = self._read_body(response)
+        response = await self._send(client, "GET", url, authorize=url.startswith(self.base_url + "/"))
+        declared = response.headers.get("Content-Type", "").split(";")[0].strip()
+        png = await self._read_body(response)
         if not png:
             raise self._error(f"The AI provider at {self.host} returned an empty image.")
-        declared = response.headers.get("Content-Type", "").split(";")[0].strip()
         return png, _sniff_image(png) or (declared if declared.startswith("image/") else "image/png")
 
     # HTTP.
@@ -283,78 +265,94 @@ class OpenAIProvider(Provider):
                 headers["X-Title"] = settings.AI_APP_NAME
         return headers
 
-    def _send(
+    async def _send(
         self,
+        client: httpx.AsyncClient,
         method: str,
         path_or_url: str,
         *,
         payload: dict[str, Any] | None = None,
         stream: bool = False,
         authorize: bool = True,
-    ) -> requests.Response:
-        """Send a request and return its 2xx response, body unread; retry what may be retried.
+    ) -> httpx.Response:
+        """Send a request and return its 2xx response, body unread: the caller closes it. Retry what may be retried.
 
         Retries happen here only, before any byte of a reply arrived: on connection errors,
         timeouts, 429 and 5xx. Nothing retries once a reply's body is being read.
         """
         url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
         headers = self._headers(stream=stream, authorize=authorize)
-        connect_timeout, read_timeout = settings.AI_CONNECT_TIMEOUT, settings.AI_TIMEOUT
-        attempts = max(0, settings.AI_MAX_RETRIES) + 1
         attempt = 0
         while True:
             attempt += 1
-            retry_after = None
+            retry_after, cause = None, None
             try:
-                response = _session.request(
-                    method,
-                    url,
-                    json=payload,
-                    headers=headers,
-                    timeout=(connect_timeout, read_timeout),
-                    stream=True,
-                )
-            except requests.ConnectTimeout as exc:
-                cause: Exception = exc
-                error = self._error(
-                    f"The AI provider at {self.host} did not accept a connection within {connect_timeout:g} s.",
-                    timeout=True,
-                )
-            except requests.ReadTimeout as exc:
-                cause = exc
-                error = self._error(
-                    f"The AI provider at {self.host} did not answer within {read_timeout:g} s.", timeout=True
-                )
-            except requests.ConnectionError as exc:
-                cause = exc
-                error = self._error(f"Could not reach the AI provider at {self.host}.")
-            except (requests.RequestException, ValueError) as exc:
-                raise self._error(f"Could not send the request to the AI provider at {self.host}.") from exc
+                request = client.build_request(method, url, json=payload, headers=headers)
+                response = await client.send(request, stream=True)
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                error, cause = self._failure(exc), exc
             else:
                 if response.status_code < 300:
                     return response
-                cause, error = None, self._status_error(response)
-                if response.status_code != 429 and response.status_code < 500:
-                    raise error
-                retry_after = _retry_after(response.headers.get("Retry-After"))
-            if attempt >= attempts:
+                try:
+                    body = await response.aread()
+                except httpx.HTTPError:
+                    body = b""
+                finally:
+                    await response.aclose()
+                error, retry_after = self._status_failure(response, body)
+            delay = self._retry_delay(attempt, error, retry_after)
+            if delay is None:
                 raise error from cause
-            delay = retry_after if retry_after is not None else settings.AI_RETRY_BACKOFF * 2 ** (attempt - 1)
-            logger.warning(
-                "AI provider call failed (%s); attempt %d of %d, retrying in %.2f s",
-                error.detail,
-                attempt,
-                attempts,
-                delay,
-            )
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    def _send_blocking(self, client: httpx.Client, method: str, path: str) -> httpx.Response:
+        """`_send` for code outside any event loop; the response comes back read."""
+        url = self.base_url + path
+        headers = self._headers(stream=False, authorize=True)
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after, cause = None, None
+            try:
+                response = client.request(method, url, headers=headers)
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                error, cause = self._failure(exc), exc
+            else:
+                if response.status_code < 300:
+                    return response
+                error, retry_after = self._status_failure(response, response.content)
+            delay = self._retry_delay(attempt, error, retry_after)
+            if delay is None:
+                raise error from cause
             if delay > 0:
                 time.sleep(delay)
 
-    def _status_error(self, response: requests.Response) -> UpstreamError:
-        try:
-            body = self._read_body(response)
-        except UpstreamError:
-            body = b""
+    def _failure(self, exc: Exception) -> UpstreamError:
+        """The error for a request that got no answer; raised at once unless another attempt may get one."""
+        if isinstance(exc, httpx.ConnectTimeout):
+            return self._error(
+                f"The AI provider at {self.host} did not accept a connection within {settings.AI_CONNECT_TIMEOUT:g} s.",
+                timeout=True,
+            )
+        if isinstance(exc, httpx.PoolTimeout):
+            # Every pooled connection stayed busy: this server, not the upstream, ran out of room.
+            return self._error(
+                f"Too many calls to the AI provider at {self.host} are open; none ended within "
+                f"{settings.AI_TIMEOUT:g} s.",
+                timeout=True,
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return self._error(
+                f"The AI provider at {self.host} did not answer within {settings.AI_TIMEOUT:g} s.", timeout=True
+            )
+        if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError | httpx.ProxyError):
+            return self._error(f"Could not reach the AI provider at {self.host}.")
+        raise self._error(f"Could not send the request to the AI provider at {self.host}.") from exc
+
+    def _status_failure(self, response: httpx.Response, body: bytes) -> tuple[UpstreamError, float | None]:
+        """The error for a non-2xx answer and the upstream's Retry-After; raised at once unless 429 or 5xx."""
         message = _error_message(body.decode("utf-8", errors="replace"))
         code = response.status_code
         if code == 429:
@@ -363,23 +361,39 @@ class OpenAIProvider(Provider):
             summary = f"The AI provider at {self.host} failed (HTTP {code})"
         else:
             summary = f"The AI provider at {self.host} refused the request (HTTP {code})"
-        return self._error(f"{summary}: {message}." if message else f"{summary}.")
+        error = self._error(f"{summary}: {message}." if message else f"{summary}.")
+        if code != 429 and code < 500:
+            raise error
+        return error, _retry_after(response.headers.get("Retry-After"))
 
-    def _read_body(self, response: requests.Response) -> bytes:
+    def _retry_delay(self, attempt: int, error: UpstreamError, retry_after: float | None) -> float | None:
+        """Seconds to wait before trying again after failed attempt number `attempt`; None when it was the last."""
+        attempts = max(0, settings.AI_MAX_RETRIES) + 1
+        if attempt >= attempts:
+            return None
+        delay = retry_after if retry_after is not None else settings.AI_RETRY_BACKOFF * 2 ** (attempt - 1)
+        logger.warning(
+            "AI provider call failed (%s); attempt %d of %d, retrying in %.2f s", error.detail, attempt, attempts, delay
+        )
+        return delay
+
+    async def _read_body(self, response: httpx.Response) -> bytes:
         try:
-            return response.raw.read(decode_content=True)
-        except ReadTimeoutError:
+            return await response.aread()
+        except httpx.ReadTimeout:
             raise self._error(
                 f"The AI provider at {self.host} did not finish its answer within {settings.AI_TIMEOUT:g} s.",
                 timeout=True,
             ) from None
-        except (Urllib3Error, OSError, ValueError) as exc:
+        except httpx.HTTPError as exc:
             raise self._error(f"The connection to the AI provider at {self.host} broke off.") from exc
         finally:
-            response.close()
+            await response.aclose()
 
-    def _read_json(self, response: requests.Response, *, require_dict: bool = True) -> Any:
-        body = self._read_body(response)
+    async def _read_json(self, response: httpx.Response) -> dict[str, Any]:
+        return self._parse_json(await self._read_body(response))
+
+    def _parse_json(self, body: bytes, *, require_dict: bool = True) -> Any:
         try:
             data = json.loads(body)
         except ValueError:
@@ -412,12 +426,21 @@ class OpenAIProvider(Provider):
         return (UpstreamTimeout if timeout else UpstreamError)(detail)
 
 
-def _hang_up(response: requests.Response) -> None:
-    """End a response from any thread: shutting the socket down wakes a read blocked on it."""
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+def _ending_with_a_blank_line(response: httpx.Response) -> httpx.Response:
+    """The response as httpx-sse should read it: its body, then one blank line.
+
+    httpx-sse dispatches an event only at the blank line that closes it, so the last event
+    of a server that ends without one (some do) would be lost. The blank line follows only
+    a body that ended cleanly; a cut connection raises as before. An event stream is UTF-8
+    whatever else its Content-Type says, and is parsed even when it names another type.
+    """
+
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in response.aiter_bytes():
+            yield chunk
+        yield b"\n\n"
+
+    return httpx.Response(response.status_code, headers={"Content-Type": "text/event-stream"}, content=body())
 
 
 def _message_content(choice: dict[str, Any]) -> str:

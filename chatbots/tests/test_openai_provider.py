@@ -1,6 +1,8 @@
 """The OpenAI-compatible adapter against a real local HTTP server (the `upstream` stub); nothing is mocked."""
 
+import asyncio
 import base64
+import contextlib
 import json
 import time
 from decimal import Decimal
@@ -59,10 +61,25 @@ def texts(events) -> list[str]:
     return [event.text for event in events if event.text]
 
 
+def run(coroutine):
+    """Run one call of the async adapters in a loop of its own, as a management command would."""
+    return asyncio.run(coroutine)
+
+
+def collect(stream) -> list[StreamEvent]:
+    """Read a whole stream in a loop of its own."""
+
+    async def read():
+        async with contextlib.aclosing(stream):
+            return [event async for event in stream]
+
+    return run(read())
+
+
 def test_a_plain_completion_returns_the_content_usage_and_openrouter_cost(provider, model, upstream):
     upstream.enqueue_text("Hello there.", usage=(21, 3), cost=0.000123)
 
-    completion = provider.complete(model=model, messages=MESSAGES)
+    completion = run(provider.complete(model=model, messages=MESSAGES))
 
     assert completion.content == "Hello there."
     assert (completion.prompt_tokens, completion.completion_tokens) == (21, 3)
@@ -70,7 +87,7 @@ def test_a_plain_completion_returns_the_content_usage_and_openrouter_cost(provid
 
 
 def test_the_upstream_receives_the_model_the_messages_the_stream_flag_and_the_key(provider, model, upstream):
-    provider.complete(model=model, messages=MESSAGES)
+    run(provider.complete(model=model, messages=MESSAGES))
 
     (request,) = upstream.requests
     assert (request["method"], request["path"]) == ("POST", "/v1/chat/completions")
@@ -85,7 +102,7 @@ def test_the_upstream_receives_the_model_the_messages_the_stream_flag_and_the_ke
 def test_a_completion_without_usage_is_estimated_and_has_no_cost(provider, model, upstream):
     upstream.enqueue_text("Twelve chars", usage=None)
 
-    completion = provider.complete(model=model, messages=MESSAGES)
+    completion = run(provider.complete(model=model, messages=MESSAGES))
 
     assert completion.prompt_tokens > 0
     assert completion.completion_tokens == 3
@@ -96,7 +113,7 @@ def test_no_key_means_no_authorization_header(upstream, settings):
     model = AIModelFactory(provider="openai", api_base=upstream.base_url)
     settings.AI_API_KEY = ""
 
-    get_provider(model).complete(model=model, messages=MESSAGES)
+    run(get_provider(model).complete(model=model, messages=MESSAGES))
 
     assert "Authorization" not in upstream.requests[0]["headers"]
 
@@ -104,7 +121,7 @@ def test_no_key_means_no_authorization_header(upstream, settings):
 def test_a_streamed_reply_yields_the_deltas_in_order_then_the_usage(provider, model, upstream):
     upstream.enqueue_text("Hello there, friend.", chunks=["Hello", " there,", " friend."], usage=(9, 4), cost="0.5")
 
-    events = list(provider.stream(model=model, messages=MESSAGES))
+    events = collect(provider.stream(model=model, messages=MESSAGES))
 
     assert events == [
         StreamEvent(text="Hello"),
@@ -120,7 +137,7 @@ def test_a_streamed_reply_yields_the_deltas_in_order_then_the_usage(provider, mo
 def test_a_streamed_reply_without_usage_yields_only_text(provider, model, upstream):
     upstream.enqueue_text("Hi.", chunks=["H", "i."], usage=None)
 
-    events = list(provider.stream(model=model, messages=MESSAGES))
+    events = collect(provider.stream(model=model, messages=MESSAGES))
 
     assert events == [StreamEvent(text="H"), StreamEvent(text="i.")]
 
@@ -131,7 +148,7 @@ def test_multibyte_characters_split_across_network_chunks_decode_exactly(provide
     # Three bytes per network chunk: every multi-byte character above is cut somewhere.
     upstream.enqueue_raw([body[i : i + 3] for i in range(0, len(body), 3)])
 
-    events = list(provider.stream(model=model, messages=MESSAGES))
+    events = collect(provider.stream(model=model, messages=MESSAGES))
 
     assert "".join(texts(events)) == text
     assert texts(events) == ["héllo ", "wörld ", "你好 ", "🎉"]
@@ -149,17 +166,20 @@ def test_comment_lines_crlf_and_blank_keep_alives_are_ignored(provider, model, u
         ]
     )
 
-    assert texts(provider.stream(model=model, messages=MESSAGES)) == ["One", " two"]
+    assert texts(collect(provider.stream(model=model, messages=MESSAGES))) == ["One", " two"]
 
 
 def test_a_delta_is_yielded_as_soon_as_its_bytes_arrive(provider, model, upstream):
     upstream.enqueue_text("first second", chunks=["first", " second"], delay=0.8)
 
-    started = time.monotonic()
-    events = provider.stream(model=model, messages=MESSAGES)
-    first = next(events)
-    first_at = time.monotonic() - started
-    rest = list(events)
+    async def scenario():
+        started = time.monotonic()
+        async with contextlib.aclosing(provider.stream(model=model, messages=MESSAGES)) as events:
+            first = await anext(events)
+            first_at = time.monotonic() - started
+            return first, first_at, [event async for event in events]
+
+    first, first_at, rest = run(scenario())
 
     assert first.text == "first"
     assert first_at < 0.4
@@ -170,7 +190,7 @@ def test_a_reply_streamed_as_one_json_answer_still_streams(provider, model, upst
     body = {"choices": [{"message": {"role": "assistant", "content": "All at once."}}], "usage": {"prompt_tokens": 5}}
     upstream.enqueue_raw([json.dumps(body).encode()], content_type="application/json")
 
-    events = list(provider.stream(model=model, messages=MESSAGES))
+    events = collect(provider.stream(model=model, messages=MESSAGES))
 
     assert texts(events) == ["All at once."]
     assert events[-1].usage.prompt_tokens == 5
@@ -183,7 +203,7 @@ def test_a_silent_upstream_times_out_quickly(provider, model, upstream, settings
 
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout, match=r"did not answer within 0\.3 s"):
-        provider.complete(model=model, messages=MESSAGES)
+        run(provider.complete(model=model, messages=MESSAGES))
 
     assert time.monotonic() - started < 1.5
 
@@ -193,7 +213,7 @@ def test_a_timeout_before_any_byte_is_retried(provider, model, upstream, setting
     upstream.enqueue_hang(2)
     upstream.enqueue_text("Second time lucky.")
 
-    events = list(provider.stream(model=model, messages=MESSAGES))
+    events = collect(provider.stream(model=model, messages=MESSAGES))
 
     assert "".join(texts(events)) == "Second time lucky."
     assert len(upstream.requests) == 2
@@ -203,11 +223,15 @@ def test_a_stream_that_stalls_mid_reply_ends_with_a_timeout(provider, model, ups
     settings.AI_TIMEOUT = 0.3
     upstream.enqueue_text("Hello, then nothing.", chunks=["Hello,", " then nothing."], delay=2)
 
-    events = provider.stream(model=model, messages=MESSAGES)
-    started = time.monotonic()
-    assert next(events).text == "Hello,"
-    with pytest.raises(UpstreamTimeout, match="went silent"):
-        next(events)
+    async def scenario():
+        async with contextlib.aclosing(provider.stream(model=model, messages=MESSAGES)) as events:
+            started = time.monotonic()
+            assert (await anext(events)).text == "Hello,"
+            with pytest.raises(UpstreamTimeout, match="went silent"):
+                await anext(events)
+            return started
+
+    started = run(scenario())
 
     assert time.monotonic() - started < 1.5
     assert len(upstream.requests) == 1
@@ -217,7 +241,7 @@ def test_a_rate_limited_request_is_retried_and_succeeds(provider, model, upstrea
     upstream.enqueue_status(429, headers={"Retry-After": "0"})
     upstream.enqueue_text("Made it.")
 
-    assert provider.complete(model=model, messages=MESSAGES).content == "Made it."
+    assert run(provider.complete(model=model, messages=MESSAGES)).content == "Made it."
     assert len(upstream.requests) == 2
 
 
@@ -225,7 +249,7 @@ def test_retry_after_is_honoured(provider, model, upstream):
     upstream.enqueue_status(429, headers={"Retry-After": "0.4"})
 
     started = time.monotonic()
-    provider.complete(model=model, messages=MESSAGES)
+    run(provider.complete(model=model, messages=MESSAGES))
 
     assert time.monotonic() - started >= 0.4
 
@@ -238,9 +262,9 @@ def test_server_errors_are_retried_then_reported(provider, model, upstream, sett
 
     with pytest.raises(UpstreamError, match=r"failed \(HTTP 500\): The model is overloaded\.") as raised:
         if streamed:
-            list(provider.stream(model=model, messages=MESSAGES))
+            collect(provider.stream(model=model, messages=MESSAGES))
         else:
-            provider.complete(model=model, messages=MESSAGES)
+            run(provider.complete(model=model, messages=MESSAGES))
 
     assert type(raised.value) is UpstreamError
     assert raised.value.status == 502
@@ -251,7 +275,7 @@ def test_a_refused_request_is_not_retried_and_carries_the_upstreams_message(prov
     upstream.enqueue_status(400, body={"error": {"message": "This model's maximum context length is 8192 tokens."}})
 
     with pytest.raises(UpstreamError, match=r"refused the request \(HTTP 400\): This model's maximum context length"):
-        provider.complete(model=model, messages=MESSAGES)
+        run(provider.complete(model=model, messages=MESSAGES))
 
     assert len(upstream.requests) == 1
 
@@ -260,7 +284,7 @@ def test_the_api_key_never_appears_in_an_error(provider, model, upstream):
     upstream.enqueue_status(401, body={"error": {"message": "Incorrect API key provided: test-key."}})
 
     with pytest.raises(UpstreamError) as raised:
-        provider.complete(model=model, messages=MESSAGES)
+        run(provider.complete(model=model, messages=MESSAGES))
 
     assert "test-key" not in raised.value.detail
     assert "[redacted]" in raised.value.detail
@@ -270,7 +294,7 @@ def test_malformed_json_is_an_upstream_error(provider, model, upstream):
     upstream.enqueue_malformed()
 
     with pytest.raises(UpstreamError, match="malformed response"):
-        provider.complete(model=model, messages=MESSAGES)
+        run(provider.complete(model=model, messages=MESSAGES))
 
     assert len(upstream.requests) == 1
 
@@ -286,22 +310,26 @@ def test_malformed_json_is_an_upstream_error(provider, model, upstream):
 def test_an_error_mid_stream_comes_after_the_deltas_before_it(provider, model, upstream, error_event):
     upstream.enqueue_raw([sse(delta("Partial")), sse(delta(" answer")), error_event])
 
-    events = provider.stream(model=model, messages=MESSAGES)
+    async def scenario():
+        async with contextlib.aclosing(provider.stream(model=model, messages=MESSAGES)) as events:
+            assert [(await anext(events)).text, (await anext(events)).text] == ["Partial", " answer"]
+            with pytest.raises(UpstreamError, match="Provider returned error"):
+                await anext(events)
 
-    assert [next(events).text, next(events).text] == ["Partial", " answer"]
-    with pytest.raises(UpstreamError, match="Provider returned error"):
-        next(events)
+    run(scenario())
 
 
 @pytest.mark.parametrize("cut", [False, True], ids=["response-ends", "connection-drops"])
 def test_a_stream_closed_early_yields_its_deltas_then_an_upstream_error(provider, model, upstream, cut):
     upstream.enqueue_raw([sse(delta("Half")), sse(delta(" a reply"))], cut=cut)
 
-    events = provider.stream(model=model, messages=MESSAGES)
+    async def scenario():
+        async with contextlib.aclosing(provider.stream(model=model, messages=MESSAGES)) as events:
+            assert [(await anext(events)).text, (await anext(events)).text] == ["Half", " a reply"]
+            with pytest.raises(UpstreamError, match="the upstream closed the stream early"):
+                await anext(events)
 
-    assert [next(events).text, next(events).text] == ["Half", " a reply"]
-    with pytest.raises(UpstreamError, match="the upstream closed the stream early"):
-        next(events)
+    run(scenario())
     # Never retried once text was yielded: the reply must not arrive twice.
     assert len(upstream.requests) == 1
 
@@ -309,14 +337,14 @@ def test_a_stream_closed_early_yields_its_deltas_then_an_upstream_error(provider
 def test_a_stream_with_a_finish_reason_may_end_without_done(provider, model, upstream):
     upstream.enqueue_raw([sse(delta("Complete.")), sse(finish())])
 
-    assert texts(provider.stream(model=model, messages=MESSAGES)) == ["Complete."]
+    assert texts(collect(provider.stream(model=model, messages=MESSAGES))) == ["Complete."]
 
 
 def test_an_error_status_before_the_first_token_is_retried_for_streams(provider, model, upstream):
     upstream.enqueue_status(503)
     upstream.enqueue_text("Back again.", chunks=["Back", " again."])
 
-    assert texts(provider.stream(model=model, messages=MESSAGES)) == ["Back", " again."]
+    assert texts(collect(provider.stream(model=model, messages=MESSAGES))) == ["Back", " again."]
     assert len(upstream.requests) == 2
 
 
@@ -326,23 +354,27 @@ def test_connection_refused_is_an_upstream_error(model, refused_base_url, settin
     settings.AI_RETRY_BACKOFF = 0
 
     with pytest.raises(UpstreamError, match=r"Could not reach the AI provider at 127\.0\.0\.1") as raised:
-        get_provider(model).complete(model=model, messages=MESSAGES)
+        run(get_provider(model).complete(model=model, messages=MESSAGES))
 
     assert type(raised.value) is UpstreamError
     with pytest.raises(UpstreamError):
-        list(get_provider(model).stream(model=model, messages=MESSAGES))
+        collect(get_provider(model).stream(model=model, messages=MESSAGES))
 
 
 def test_closing_the_stream_ends_the_upstream_request(provider, model, upstream):
     upstream.enqueue_text("x" * 40, chunks=["x"] * 40, delay=0.05)
 
-    events = provider.stream(model=model, messages=MESSAGES)
-    assert next(events).text == "x"
-    started = time.monotonic()
-    events.close()
+    async def scenario():
+        events = provider.stream(model=model, messages=MESSAGES)
+        assert (await anext(events)).text == "x"
+        started = time.monotonic()
+        await events.aclose()
+        # Waited for inside the loop, so nothing but the aclose() can have hung up.
+        assert await asyncio.to_thread(upstream.wait_for_disconnect, timeout=1.5)
+        return started
 
     # The whole reply would take two seconds; the stub sees the hang-up within a few chunks.
-    assert upstream.wait_for_disconnect(timeout=1.5)
+    started = run(scenario())
     assert time.monotonic() - started < 1.5
     assert len(upstream.requests) == 1
 
@@ -351,7 +383,7 @@ def test_an_image_comes_from_the_images_endpoint(image_model, upstream):
     png = tiny_png()
     upstream.enqueue_image(png, via="images")
 
-    result = get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse at dusk")
+    result = run(get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse at dusk"))
 
     assert result.png == png
     assert result.content_type == "image/png"
@@ -369,7 +401,7 @@ def test_an_image_comes_from_the_images_endpoint(image_model, upstream):
 def test_gpt_image_models_are_not_sent_a_response_format_they_reject(upstream):
     model = AIModelFactory(model_id="gpt-image-1", provider="openai", model_type="image")
 
-    get_provider(model).generate_image(model=model, prompt="A lighthouse")
+    run(get_provider(model).generate_image(model=model, prompt="A lighthouse"))
 
     assert "response_format" not in upstream.requests[0]["json"]
 
@@ -378,7 +410,7 @@ def test_an_image_given_as_a_url_is_downloaded(image_model, upstream):
     png = tiny_png()
     upstream.enqueue_image(png, via="url")
 
-    result = get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse")
+    result = run(get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse"))
 
     assert result.png == png
     assert [r["method"] for r in upstream.requests] == ["POST", "GET"]
@@ -389,7 +421,7 @@ def test_an_image_comes_from_chat_completions_with_image_output(image_model, ups
     png = tiny_png()
     upstream.enqueue_image(png, via="chat", cost=0.04)
 
-    result = get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse")
+    result = run(get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse"))
 
     assert result.png == png
     assert result.cost_usd == Decimal("0.04")
@@ -418,7 +450,7 @@ def test_a_missing_or_broken_image_is_an_upstream_error(image_model, upstream, b
     upstream.enqueue_status(200, body=body)
 
     with pytest.raises(UpstreamError):
-        get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse")
+        run(get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse"))
 
 
 def test_a_chat_answer_without_an_image_is_an_upstream_error(image_model, upstream, settings):
@@ -426,7 +458,7 @@ def test_a_chat_answer_without_an_image_is_an_upstream_error(image_model, upstre
     upstream.enqueue_text("I cannot draw.")
 
     with pytest.raises(UpstreamError, match="returned no image"):
-        get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse")
+        run(get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse"))
 
 
 def test_a_data_url_keeps_its_content_type(image_model, upstream, settings):
@@ -436,7 +468,7 @@ def test_a_data_url_keeps_its_content_type(image_model, upstream, settings):
     message = {"role": "assistant", "content": "", "images": [{"type": "image_url", "image_url": {"url": url}}]}
     upstream.enqueue_status(200, body={"choices": [{"message": message}]})
 
-    result = get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse")
+    result = run(get_provider(image_model).generate_image(model=image_model, prompt="A lighthouse"))
 
     assert (result.png, result.content_type) == (jpeg, "image/jpeg")
 
@@ -472,7 +504,7 @@ def test_a_per_model_api_base_sends_the_request_to_that_base(upstream, settings)
         model = AIModelFactory(provider="openai", api_base=local.base_url)
         local.enqueue_text("From the model's own upstream.")
 
-        completion = get_provider(model).complete(model=model, messages=MESSAGES)
+        completion = run(get_provider(model).complete(model=model, messages=MESSAGES))
 
     assert completion.content == "From the model's own upstream."
     assert len(local.requests) == 1
@@ -484,7 +516,7 @@ def test_a_per_model_api_base_works_without_a_key(settings):
     with StubUpstream() as local:
         model = AIModelFactory(provider="openai", api_base=local.base_url)
 
-        assert get_provider(model).complete(model=model, messages=MESSAGES).content == "Hello from the stub."
+        assert run(get_provider(model).complete(model=model, messages=MESSAGES)).content == "Hello from the stub."
 
 
 def test_the_api_key_is_not_sent_to_a_model_on_another_host(settings, upstream):
@@ -492,6 +524,6 @@ def test_the_api_key_is_not_sent_to_a_model_on_another_host(settings, upstream):
     settings.AI_API_KEY = "secret-key"
     model = AIModelFactory(provider="openai", api_base=upstream.base_url)
 
-    get_provider(model).complete(model=model, messages=[{"role": "user", "content": "hi"}])
+    run(get_provider(model).complete(model=model, messages=[{"role": "user", "content": "hi"}]))
 
     assert "Authorization" not in upstream.requests[-1]["headers"]
