@@ -105,7 +105,7 @@ _SCOPE_LIMITS: dict[Scope, list[Limit]] = {
 Range = tuple[datetime, datetime]
 
 # Where a piece of a window is read: hour buckets, day buckets, or the ledger itself.
-HOURS, DAYS, LEDGER = "hour", "day", "ledger"
+HOURS, DAYS, LEDGER, IN_FLIGHT = "hour", "day", "ledger", "in_flight"
 
 # Each piece is one range of one index (the ledger's on user and time, the buckets' covering
 # one), so each is a short index-only scan; {piece} numbers it. Released rows count nowhere.
@@ -120,6 +120,11 @@ _PIECE_SQL = {
         f"WHERE user_id = %s AND span = '{span}' AND hour >= %s AND hour < %s"
         for span in (HOURS, DAYS)
     },
+    # Reservations not yet settled: the user's replies in flight (those begun in the range).
+    IN_FLIGHT: (
+        "SELECT {piece} AS piece, 'in_flight' AS klass, 1 AS messages, 0 AS tokens, 0 AS cost_usd, created_at AS at "
+        "FROM billing_usageevent WHERE user_id = %s AND created_at >= %s AND created_at < %s AND state = 'reserved'"
+    ),
 }
 
 
@@ -204,9 +209,14 @@ def _spans(start: datetime, now: datetime) -> _Spans:
 class Usage:
     """What is used of every limit of one subscription, at one moment."""
 
-    def __init__(self, subscription: UserSubscription, now: datetime) -> None:
+    def __init__(
+        self, subscription: UserSubscription, now: datetime, *, in_flight_since: datetime | None = None
+    ) -> None:
         self.subscription = subscription
         self.now = now
+        # Also count the reservations begun since then and not yet settled (read in the same statement).
+        self.in_flight_since = in_flight_since
+        self.in_flight = 0
         self.used: dict[str, int | Decimal] = {}
         self._sums: dict[Scope, list[_Sum]] = {}
         self._spans: dict[Scope, _Spans] = {}
@@ -220,6 +230,8 @@ class Usage:
         """Sum every limit in one query: the windows cut into disjoint pieces, each summed once per class."""
         spans = {window: _spans(self.start(window), self.now) for window in {window for window, _ in SCOPES}}
         pieces = _cut({window: window_spans.ranges() for window, window_spans in spans.items()})
+        if self.in_flight_since is not None:
+            pieces.append(_Piece(IN_FLIGHT, self.in_flight_since, self.now + timedelta(seconds=1), ()))
         adapt = connection.ops.adapt_datetimefield_value
         user_id = self.subscription.user_id
         with connection.cursor() as cursor:
@@ -232,6 +244,9 @@ class Usage:
         sums: dict[tuple[str, str], _Sum] = {}
         for index, klass, messages, tokens, cost, first in rows:
             piece = pieces[index]
+            if piece.kind == IN_FLIGHT:
+                self.in_flight = int(messages)
+                continue
             cost = _decimal(cost)
             for window in piece.windows:
                 total = sums.get((window, klass))

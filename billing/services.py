@@ -24,7 +24,7 @@ from billing.quotas import (
     tightest,
 )
 from billing.selectors import subscription_current_get
-from chatsite.errors import NoSubscription, QuotaExceeded
+from chatsite.errors import NoSubscription, QuotaExceeded, TooManyStreams
 
 
 @transaction.atomic
@@ -79,10 +79,20 @@ def billed_tokens(*, prompt_tokens: int, completion_tokens: int, multiplier: Dec
 
 
 def usage_reserve(
-    *, user, session, ai_model, kind: str = UsageEvent.Kind.MESSAGE, prompt_tokens: int = 0, message=None
+    *,
+    user,
+    session,
+    ai_model,
+    kind: str = UsageEvent.Kind.MESSAGE,
+    prompt_tokens: int = 0,
+    message=None,
+    max_in_flight: int = 0,
+    in_flight_window: timedelta = timedelta(seconds=90),
 ) -> UsageEvent:
     """Reserve one message (or image) and its estimated prompt tokens, or raise QuotaExceeded.
 
+    With `max_in_flight`, also refuse (TooManyStreams) while the user already has that many
+    reservations begun within `in_flight_window` and not yet settled: replies still running.
     The event returned carries `headroom`, the tightest limit left after it.
     """
     with transaction.atomic(savepoint=False):
@@ -99,7 +109,10 @@ def usage_reserve(
             prompt_tokens=prompt_tokens, completion_tokens=0, multiplier=ai_model.token_cost_multiplier
         )
         cost = ai_model.price_usd(prompt_tokens, 0) if klass != FREE else Decimal(0)
-        usage = Usage(subscription, now).load()
+        in_flight_since = now - in_flight_window if max_in_flight else None
+        usage = Usage(subscription, now, in_flight_since=in_flight_since).load()
+        if max_in_flight and usage.in_flight >= max_in_flight:
+            raise TooManyStreams(f"You have {max_in_flight} replies being generated already; wait for one to finish.")
         refusal = quota_check(usage=usage, tier=tier, klass=klass, tokens=tokens, cost=cost)
         if refusal is not None:
             raise _quota_exceeded(refusal)

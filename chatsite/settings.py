@@ -80,19 +80,15 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 # per thread but borrowed from a pool (PostgreSQL) and given back after each use.
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=12)
+# A connection that died with a PostgreSQL restart is replaced, not handed out (with a pool: checked as it leaves it).
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX_SIZE > 0:
-    from psycopg_pool import ConnectionPool
-
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
         "max_size": DB_POOL_MAX_SIZE,
         # A request waits this long for a connection before it is answered 503.
         "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
-        # A connection that died with a PostgreSQL restart is replaced, not handed out.
-        "check": ConnectionPool.check_connection,
     }
-else:
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Threads a process uses for its replies' database calls (each borrows one pooled connection at a time).
 DB_THREADS = env.int("DB_THREADS", default=4)
 # LISTEN needs a session of its own: behind PgBouncer in transaction mode, point this at PostgreSQL itself.

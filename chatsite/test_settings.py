@@ -17,3 +17,5 @@ AI_API_KEY = ""
 WHITENOISE_AUTOREFRESH = True
 WHITENOISE_USE_FINDERS = True
 DEMO_STREAM_DELAY = 0.0
+# Tests in this process hold their connection in a transaction; only the app servers they start pool.
+DATABASES["default"].get("OPTIONS", {}).pop("pool", None)  # noqa: F405

@@ -145,6 +145,7 @@ def reply_finish(*, job: ReplyJob, outcome: Outcome) -> Finished:
     if reply is None:
         return Finished(reply=None, event=event)  # the chat is gone; what was produced is still charged, once
     _check_transition(reply, status)
+    reply.ai_model = job.model  # the model it was begun with, so serializing it reads nothing more
     reply.status = status
     if status == Status.FAILED:
         reply.disabled = True
@@ -214,8 +215,12 @@ def session_touch(*, session_pk: int, title: str | None) -> None:
 
 
 def pieces_append(pieces: list[tuple[int, int, str]]) -> None:
-    """Save (reply pk, offset, text) pieces of replies in flight, all in one statement."""
-    ReplyPiece.objects.bulk_create([ReplyPiece(message_id=pk, offset=offset, text=text) for pk, offset, text in pieces])
+    """Save (reply pk, offset, text) pieces of replies in flight, in one insert; those of deleted replies go nowhere."""
+    pks = {pk for pk, _, _ in pieces}
+    there = set(ChatMessage.objects.filter(pk__in=pks).values_list("pk", flat=True))
+    ReplyPiece.objects.bulk_create(
+        [ReplyPiece(message_id=pk, offset=offset, text=text) for pk, offset, text in pieces if pk in there]
+    )
 
 
 def _pieces_text(message_pk) -> str:

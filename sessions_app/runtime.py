@@ -353,6 +353,8 @@ async def reply_wait(reply_pk: int) -> None:
     if live is not None and live.task is not None:
         await asyncio.shield(live.task)
         return
+    while _live.get(reply_pk) is not None:  # runs in this process, on the runtime's loop
+        await asyncio.sleep(0.02)
     while True:
         reply = await db(lambda: ChatMessage.objects.filter(pk=reply_pk).only("status", "updated_at").first())
         if reply is None or reply.status != Status.GENERATING:
@@ -621,6 +623,8 @@ class _Runtime:
         asyncio.run_coroutine_threadsafe(self.stop(grace=grace), loop).result(timeout=grace + 15)
         loop.call_soon_threadsafe(loop.stop)
         self.thread.join(timeout=5)
+        if not self.thread.is_alive():
+            loop.close()
         with self._lock:
             self.loop, self.thread = None, None
         global _executor
@@ -759,3 +763,10 @@ def wait_idle(timeout: float = 30.0) -> bool:
     while _live and time.monotonic() < deadline:
         time.sleep(0.02)
     return not _live
+
+
+def reply_wait_blocking(reply_pk: int) -> None:
+    """`reply_wait` for synchronous callers (tests, commands)."""
+    from asgiref.sync import async_to_sync
+
+    async_to_sync(reply_wait)(reply_pk)

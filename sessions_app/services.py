@@ -15,7 +15,7 @@ from billing.quotas import Headroom
 from billing.services import quota_headroom, usage_reserve
 from chatbots.models import AIModel, Chatbot, ContentType
 from chatbots.providers.base import Message, estimate_prompt_tokens, estimate_tokens
-from chatsite.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooManyStreams
+from chatsite.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from sessions_app.lifecycle import ORPHANED_AFTER, ReplyJob, reply_mark_stopped, reply_reap
 from sessions_app.models import DEFAULT_TITLE, ChatMessage, ChatSession
 from sessions_app.runtime import notify, reply_stop_local
@@ -181,28 +181,15 @@ def _reply_begin(*, session: ChatSession, user, reply_to: ChatMessage) -> tuple[
         user=user, session=session, ai_model=model, message=reply,
         kind=UsageEvent.Kind.IMAGE if is_image else UsageEvent.Kind.MESSAGE,
         prompt_tokens=estimate_tokens(prompt) if is_image else estimate_prompt_tokens(messages),
+        # Counted under the reservation's lock, so racing sends from any server cannot both take the
+        # last place; a reply whose server died stops counting when it would be reaped.
+        max_in_flight=settings.MAX_ACTIVE_REPLIES_PER_USER, in_flight_window=ORPHANED_AFTER,
     )  # fmt: skip
-    # Counted under the reservation's lock on the user's subscription row, so racing sends
-    # from any server cannot both take the last place.
-    _check_replies_in_flight(user=user, reply=reply)
     job = ReplyJob(
         reply=reply, event=event, session_pk=session.pk, user_id=user.pk, model=model, messages=messages,
         prompt=prompt, is_image=is_image, headroom=event.headroom, title_from=title_from,
     )  # fmt: skip
     return reply, job
-
-
-def _check_replies_in_flight(*, user, reply: ChatMessage) -> None:
-    cap = settings.MAX_ACTIVE_REPLIES_PER_USER
-    if not cap:
-        return
-    running = ChatMessage.objects.filter(
-        session__user=user,
-        status=ChatMessage.Status.GENERATING,
-        updated_at__gte=timezone.now() - ORPHANED_AFTER,  # one whose server died no longer counts
-    ).exclude(pk=reply.pk)
-    if running.count() >= cap:
-        raise TooManyStreams(f"You have {cap} replies being generated already; wait for one to finish.")
 
 
 def _request_hash(content: str) -> str:

@@ -46,7 +46,7 @@ async def close_shared_client() -> None:
 
 def sync_client() -> httpx.Client:
     """A blocking client for code that runs outside any event loop (sync_models); close it after use."""
-    return httpx.Client(timeout=_timeout(), follow_redirects=True)
+    return httpx.Client(timeout=upstream_timeout(), follow_redirects=True)
 
 
 def _new_async_client() -> httpx.AsyncClient:
@@ -55,9 +55,9 @@ def _new_async_client() -> httpx.AsyncClient:
     )
     # Redirects are followed (an image URL on a CDN often redirects); httpx drops the
     # Authorization header when one leaves the upstream's origin.
-    return httpx.AsyncClient(limits=limits, timeout=_timeout(), follow_redirects=True)
+    return httpx.AsyncClient(limits=limits, timeout=upstream_timeout(), follow_redirects=True)
 
 
-def _timeout() -> httpx.Timeout:
+def upstream_timeout() -> httpx.Timeout:
     # The read timeout bounds each wait for the next bytes, not a whole reply: a stream may run for minutes.
     return httpx.Timeout(settings.AI_TIMEOUT, connect=settings.AI_CONNECT_TIMEOUT)

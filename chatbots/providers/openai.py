@@ -26,7 +26,7 @@ from chatbots.providers.base import (
     estimate_prompt_tokens,
     estimate_tokens,
 )
-from chatbots.providers.http import sync_client, upstream_client
+from chatbots.providers.http import sync_client, upstream_client, upstream_timeout
 from chatsite.errors import UpstreamError, UpstreamTimeout
 
 logger = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ class OpenAIProvider(Provider):
             attempt += 1
             retry_after, cause = None, None
             try:
-                request = client.build_request(method, url, json=payload, headers=headers)
+                request = client.build_request(method, url, json=payload, headers=headers, timeout=upstream_timeout())
                 response = await client.send(request, stream=True)
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 error, cause = self._failure(exc), exc
@@ -316,7 +316,7 @@ class OpenAIProvider(Provider):
             attempt += 1
             retry_after, cause = None, None
             try:
-                response = client.request(method, url, headers=headers)
+                response = client.request(method, url, headers=headers, timeout=upstream_timeout())
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 error, cause = self._failure(exc), exc
             else:

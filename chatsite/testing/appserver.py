@@ -1,4 +1,4 @@
-"""Real gunicorn app servers for tests and benchmarks, serving their database with production settings."""
+"""Real app servers (gunicorn with uvicorn workers) for tests and benchmarks, on their database with production settings."""
 
 import os
 import secrets
@@ -37,7 +37,7 @@ class AppServer:
         with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
             # A session of its own: the group id is the master's pid, so stop() reaches its workers too.
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "chatsite.wsgi"],
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "chatsite.asgi:application"],
                 cwd=ROOT, env=self.env, stdout=stdout, stderr=stderr, start_new_session=True,
             )  # fmt: skip
 

@@ -26,6 +26,7 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
 from django.db import OperationalError, connection
 from django.db.models import Count, Sum
 from django.utils import timezone
+from sessions_app.runtime import LiveReply, reply_wait_blocking
 
 from accounts.tests.factories import PASSWORD, UserFactory
 from billing import services as billing_services
@@ -38,7 +39,6 @@ from chatsite.middleware import UNAVAILABLE
 from chatsite.testing.appserver import BOOT_SECONDS, AppServer, production_env, wait_connections_gone
 from chatsite.testing.sse import arriving, events_only, parse_events
 from sessions_app import generation, selectors, streaming
-from sessions_app.generation import Generation, reply_wait
 from sessions_app.models import ChatMessage
 from sessions_app.services import message_send
 from sessions_app.tests.factories import ChatSessionFactory
@@ -110,15 +110,15 @@ class FirstText:
     def __init__(self, monkeypatch) -> None:
         self.reply_pk: int | None = None
         self._arrived = threading.Event()
-        append = Generation.append
+        append = LiveReply.append
 
-        def observed(generation: Generation, text: str) -> None:
+        def observed(generation: LiveReply, text: str) -> None:
             append(generation, text)
             if self.reply_pk is None:
-                self.reply_pk = generation.message_pk
+                self.reply_pk = generation.pk
             self._arrived.set()
 
-        monkeypatch.setattr(Generation, "append", observed)
+        monkeypatch.setattr(LiveReply, "append", observed)
 
     def wait(self, timeout: float = 10) -> int:
         """The reply's pk, once its first text arrived."""
@@ -306,7 +306,7 @@ def test_a_client_gone_mid_send_leaves_one_complete_reply_charged_once(
             received += piece
     client.close()  # mid-reply: the JSON answer is not written yet, the stream has more to come
 
-    reply_wait(reply_pk=reply_pk)
+    reply_wait_blocking(reply_pk)
     reply = ChatMessage.objects.get(pk=reply_pk)
     assert (reply.status, reply.content) == (ChatMessage.Status.COMPLETE, "One two three four five six.")
     event = UsageEvent.objects.get()
@@ -668,7 +668,7 @@ def test_a_postgresql_restart_answers_503_meanwhile_and_the_same_server_recovers
 
 def orphan(user, session, key: uuid.UUID, *, flushed: str) -> ChatMessage:
     started = message_send(session=session, user=user, content="Anyone there?", client_message_id=key)
-    stale = timezone.now() - generation.ORPHANED_AFTER - timedelta(seconds=1)
+    stale = timezone.now() - lifecycle.ORPHANED_AFTER - timedelta(seconds=1)
     ChatMessage.objects.filter(pk=started.reply.pk).update(content=flushed, updated_at=stale)
     return started.reply
 

@@ -5,32 +5,38 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chatbots', '0001_initial'),
-        ('sessions_app', '0004_message_updated_at'),
+        ("chatbots", "0001_initial"),
+        ("sessions_app", "0004_message_updated_at"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ReplyPiece',
+            name="ReplyPiece",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('offset', models.PositiveIntegerField()),
-                ('text', models.TextField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("offset", models.PositiveIntegerField()),
+                ("text", models.TextField()),
             ],
         ),
         migrations.AddIndex(
-            model_name='chatmessage',
-            index=models.Index(condition=models.Q(('status', 'generating')), fields=['session'], name='message_generating_idx'),
+            model_name="chatmessage",
+            index=models.Index(
+                condition=models.Q(("status", "generating")), fields=["session"], name="message_generating_idx"
+            ),
         ),
         migrations.AddField(
-            model_name='replypiece',
-            name='message',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='pieces', to='sessions_app.chatmessage'),
+            model_name="replypiece",
+            name="message",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="pieces",
+                to="sessions_app.chatmessage",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='replypiece',
-            constraint=models.UniqueConstraint(fields=('message', 'offset'), name='reply_piece_order'),
+            model_name="replypiece",
+            constraint=models.UniqueConstraint(fields=("message", "offset"), name="reply_piece_order"),
         ),
     ]

@@ -13,7 +13,7 @@ from PIL import Image
 from billing.models import UsageEvent
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
 from chatsite.testing.sse import events_only, parse_events
-from sessions_app.generation import generation_live
+from sessions_app.runtime import live_get
 from sessions_app.models import ChatMessage
 from sessions_app.tests.factories import ChatSessionFactory
 
@@ -321,7 +321,7 @@ def test_stop_ends_a_reply_whose_upstream_went_silent(api_client, session, upstr
     reader, events = _consume_in_background(send(api_client, session, stream=True))
     wait_for(lambda: ChatMessage.objects.filter(message_type="assistant").exists())
     reply = ChatMessage.objects.get(message_type="assistant")
-    wait_for(lambda: generation_live(reply.pk) is not None and generation_live(reply.pk).content)
+    wait_for(lambda: live_get(reply.pk) is not None and live_get(reply.pk).content)
 
     if where == "this server":
         api_client.post(f"/api/chat-sessions/{session.pk}/stop/")

@@ -16,8 +16,9 @@ from django.db import connection
 from billing.models import UsageEvent
 from chatsite.testing.sse import Event, arriving, events_only, parse_events
 from sessions_app import streaming
-from sessions_app.generation import generation_live, reply_wait
-from sessions_app.models import ChatMessage
+from sessions_app.runtime import live_get, reply_wait_blocking
+from sessions_app.lifecycle import reply_read
+from sessions_app.models import ChatMessage, ReplyPiece
 from sessions_app.tests.factories import ChatSessionFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -108,11 +109,12 @@ def test_the_reply_is_saved_while_it_grows(api_client, chat_session, settings):
         if isinstance(item, Event) and item.event == "delta" and int(item.id) > 60:
             reply_id = ChatMessage.objects.get(message_type="assistant").pk
             break
-    # Written at least every FLUSH_INTERVAL while generating, not only at the end.
-    wait_until(lambda: ChatMessage.objects.get(pk=reply_id).content != "")
+    # Its pieces are written at least every FLUSH_SECONDS while it generates, not only at the end.
+    wait_until(lambda: reply_read(reply_id)[1] != "")
+    assert ReplyPiece.objects.filter(message_id=reply_id).exists()
     assert ChatMessage.objects.get(pk=reply_id).status == ChatMessage.Status.GENERATING
     response.close()
-    reply_wait(reply_pk=reply_id)
+    reply_wait_blocking(reply_id)
 
 
 def test_keep_alive_comments_flow_while_the_upstream_is_silent(api_client, chat_session, settings, monkeypatch):
@@ -154,7 +156,7 @@ def test_a_client_that_disconnects_leaves_a_complete_reply(live_server, live_ses
         assert first.event == "user_message"
     # The connection is closed; the reply goes on to the end and is charged once.
     reply = ChatMessage.objects.get(message_type="assistant")
-    reply_wait(reply_pk=reply.pk)
+    reply_wait_blocking(reply.pk)
     reply.refresh_from_db()
     assert reply.status == ChatMessage.Status.COMPLETE
     assert "go on without me" in reply.content
@@ -234,7 +236,7 @@ def test_following_a_reply_generated_on_another_server_reads_the_database(api_cl
     reply = ChatMessage.objects.create(
         session=chat_session, message_type="assistant", content="Hel", status=ChatMessage.Status.GENERATING
     )
-    assert generation_live(reply.pk) is None
+    assert live_get(reply.pk) is None
 
     def other_server():
         try:
@@ -364,7 +366,7 @@ def test_deleting_a_chat_while_its_reply_streams_still_charges_what_was_produced
 
     assert api_client.delete(f"/api/chat-sessions/{chat_session.pk}/").status_code == 200
     response.close()
-    reply_wait(reply_pk=reply_pk)
+    reply_wait_blocking(reply_pk)
 
     event = UsageEvent.objects.get()
     assert event.session_id is None and event.message_id is None
