@@ -231,7 +231,8 @@ def live_content():
     """An expression for a message's text so far: its content, or its saved pieces while it generates."""
     from django.contrib.postgres.aggregates import StringAgg
     from django.db import connection
-    from django.db.models import OuterRef, Subquery
+    from django.db.models import OuterRef, Subquery, TextField
+    from django.db.models.functions import Concat
 
     if connection.vendor != "postgresql":
         return None  # read with reply_text() one by one: SQLite holds few replies in flight
@@ -239,10 +240,12 @@ def live_content():
         ReplyPiece.objects.filter(message_id=OuterRef("pk"))
         .order_by()
         .values("message_id")
-        .annotate(text=StringAgg("text", delimiter="", ordering="offset"))
+        .annotate(text=StringAgg("text", delimiter="", order_by="offset"))
         .values("text")
     )
-    return Case(When(status=Status.GENERATING, then=Coalesce(Subquery(pieces), Value(""))), default=F("content"))
+    saved = Coalesce(Subquery(pieces, output_field=TextField()), Value(""), output_field=TextField())
+    so_far = Concat(F("content"), saved, output_field=TextField())
+    return Case(When(status=Status.GENERATING, then=so_far), default=F("content"), output_field=TextField())
 
 
 def reply_text(reply: ChatMessage) -> str:

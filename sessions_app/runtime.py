@@ -481,10 +481,10 @@ class _Runtime:
     # Saving text, marking replies alive, and (without notifications) looking for stops.
 
     async def _write_loop(self) -> None:
-        next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+        last_heartbeat = time.monotonic()
         next_stop_poll = time.monotonic()
         while True:
-            await asyncio.sleep(FLUSH_SECONDS)
+            await asyncio.sleep(min(FLUSH_SECONDS, HEARTBEAT_SECONDS))
             try:
                 await self._flush()
                 lives = self.lives_here()
@@ -492,8 +492,8 @@ class _Runtime:
                     next_stop_poll = time.monotonic() + STOP_POLL_SECONDS
                     for pk in await db(_stopped_among, [live.pk for live in lives]):
                         reply_stop_local(pk)
-                if time.monotonic() >= next_heartbeat:
-                    next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+                if time.monotonic() - last_heartbeat >= HEARTBEAT_SECONDS:
+                    last_heartbeat = time.monotonic()
                     if lives:
                         await db(_mark_alive, [live.pk for live in lives])
             except (OperationalError, InterfaceError):
@@ -663,19 +663,9 @@ def _notifications_possible() -> bool:
 
 def _listen_conninfo() -> str:
     """Where the listener connects: LISTEN needs a session of its own (not a PgBouncer transaction)."""
-    import psycopg.conninfo
+    from chatsite.database import conninfo
 
-    if settings.DATABASE_LISTEN_URL:
-        return settings.DATABASE_LISTEN_URL
-    db_settings = connection.settings_dict
-    params = {
-        "dbname": db_settings["NAME"],
-        "user": db_settings["USER"],
-        "password": db_settings["PASSWORD"],
-        "host": db_settings["HOST"],
-        "port": db_settings["PORT"],
-    }
-    return psycopg.conninfo.make_conninfo(**{key: str(value) for key, value in params.items() if value})
+    return settings.DATABASE_LISTEN_URL or conninfo()
 
 
 def notify(payload: str) -> None:

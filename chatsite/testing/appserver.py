@@ -1,4 +1,4 @@
-"""Real app servers (gunicorn with uvicorn workers) for tests and benchmarks, on their database with production settings."""
+"""Real app servers (gunicorn, uvicorn workers) for tests and benchmarks, on their database with production settings."""
 
 import os
 import secrets

@@ -26,7 +26,6 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
 from django.db import OperationalError, connection
 from django.db.models import Count, Sum
 from django.utils import timezone
-from sessions_app.runtime import LiveReply, reply_wait_blocking
 
 from accounts.tests.factories import PASSWORD, UserFactory
 from billing import services as billing_services
@@ -38,8 +37,9 @@ from chatbots.tests.factories import AIModelFactory, ChatbotFactory
 from chatsite.middleware import UNAVAILABLE
 from chatsite.testing.appserver import BOOT_SECONDS, AppServer, production_env, wait_connections_gone
 from chatsite.testing.sse import arriving, events_only, parse_events
-from sessions_app import generation, selectors, streaming
-from sessions_app.models import ChatMessage
+from sessions_app import lifecycle, runtime, selectors, streaming
+from sessions_app.models import ChatMessage, ReplyPiece
+from sessions_app.runtime import LiveReply, reply_wait_blocking
 from sessions_app.services import message_send
 from sessions_app.tests.factories import ChatSessionFactory
 
@@ -383,7 +383,7 @@ def cluster_control() -> tuple[list[str], str, str]:
 # Where the database goes away as a reply ends: before its finish starts, or after the finish
 # has settled its usage (but before it commits). Either way the finish is tried again.
 OUTAGES = {
-    "before-the-finish": (generation, "_reply_finish", 2),
+    "before-the-finish": (lifecycle, "_reply_complete", 2),
     "after-settling": (billing_services, "_session_usage_add", 1),
 }
 
@@ -421,7 +421,7 @@ def test_a_reply_whose_connection_is_killed_while_it_streams_goes_on_and_is_save
 ):
     if connection.vendor != "postgresql":
         pytest.skip("Killing another connection is a PostgreSQL test.")
-    monkeypatch.setattr(generation, "FLUSH_INTERVAL", 0)  # every piece is flushed
+    monkeypatch.setattr(runtime, "FLUSH_SECONDS", 0.05)  # every piece is flushed
     pieces = ["One ", "two ", "three ", "four ", "five ", "six."]
     upstream.enqueue_text("".join(pieces), chunks=pieces, usage=(9, 6), delay=0.3)
 
@@ -429,10 +429,7 @@ def test_a_reply_whose_connection_is_killed_while_it_streams_goes_on_and_is_save
     for item in parse_events(send(api_client, session, "Count for me", stream=True).streaming_content):
         events.extend(events_only([item]))
         if not killed and events and events[-1].event == "delta":
-            wait_for(
-                lambda: ChatMessage.objects.filter(message_type="assistant").exclude(content="").exists(),
-                what="the first flush",
-            )
+            wait_for(lambda: ReplyPiece.objects.exists(), what="the first flush")
             # The reply's own connection dies between two flushes, as in a database failover.
             killed = kill_other_connections()
 
@@ -451,7 +448,7 @@ def test_a_stream_whose_database_goes_away_ends_with_an_error_event_and_the_repl
 ):
     upstream.enqueue_text("All of it.", usage=(9, 3))
     # The reply's own end is saved; then the stream's last reads find the database gone.
-    monkeypatch.setattr(streaming, "_usage_data", database_gone)
+    monkeypatch.setattr(streaming, "_usage_data", lambda event: database_gone())
 
     response = send(api_client, session, "Are you there?", stream=True)
     events = events_only(parse_events(response.streaming_content))
@@ -669,7 +666,9 @@ def test_a_postgresql_restart_answers_503_meanwhile_and_the_same_server_recovers
 def orphan(user, session, key: uuid.UUID, *, flushed: str) -> ChatMessage:
     started = message_send(session=session, user=user, content="Anyone there?", client_message_id=key)
     stale = timezone.now() - lifecycle.ORPHANED_AFTER - timedelta(seconds=1)
-    ChatMessage.objects.filter(pk=started.reply.pk).update(content=flushed, updated_at=stale)
+    if flushed:
+        ReplyPiece.objects.create(message=started.reply, offset=0, text=flushed)
+    ChatMessage.objects.filter(pk=started.reply.pk).update(updated_at=stale)
     return started.reply
 
 
@@ -713,7 +712,7 @@ def test_following_a_reply_whose_server_died_ends_it_and_the_stream(api_client, 
 def test_a_reply_waiting_on_a_silent_upstream_is_marked_alive_and_never_taken_for_orphaned(
     api_client, user, session, upstream, monkeypatch
 ):
-    monkeypatch.setattr(generation, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(runtime, "HEARTBEAT_SECONDS", 0.2)
     upstream.enqueue_hang(3)
     response = send(api_client, session, "Think hard", stream=True)
     items = parse_events(response.streaming_content)
@@ -732,9 +731,8 @@ def test_a_reply_waiting_on_a_silent_upstream_is_marked_alive_and_never_taken_fo
         # The watcher's own connection dies: it opens another and goes on marking the reply.
         kill_other_connections()
     marked_after(timezone.now())
-    updated_at = ChatMessage.objects.get(pk=reply.pk).updated_at
-    assert not generation.reply_orphaned(reply.pk, updated_at)
-    assert not generation.reply_reap(reply.pk)  # a reaper anywhere leaves it alone
+    assert not lifecycle.reply_orphaned(ChatMessage.objects.get(pk=reply.pk))
+    assert not lifecycle.reply_reap(reply.pk)  # a reaper anywhere leaves it alone
 
     # The upstream hangs up without an answer; the call is tried again and answered.
     assert [e.event for e in events_only(items)][-1] == "done"

@@ -13,8 +13,8 @@ from PIL import Image
 from billing.models import UsageEvent
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
 from chatsite.testing.sse import events_only, parse_events
-from sessions_app.runtime import live_get
 from sessions_app.models import ChatMessage
+from sessions_app.runtime import live_get
 from sessions_app.tests.factories import ChatSessionFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

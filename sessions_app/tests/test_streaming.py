@@ -16,9 +16,9 @@ from django.db import connection
 from billing.models import UsageEvent
 from chatsite.testing.sse import Event, arriving, events_only, parse_events
 from sessions_app import streaming
-from sessions_app.runtime import live_get, reply_wait_blocking
 from sessions_app.lifecycle import reply_read
 from sessions_app.models import ChatMessage, ReplyPiece
+from sessions_app.runtime import live_get, reply_wait_blocking
 from sessions_app.tests.factories import ChatSessionFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
