@@ -147,9 +147,13 @@ def refused_base_url():
     return f"http://127.0.0.1:{port}/v1"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium, headless, for the whole test run (skipped where it is not installed)."""
+    """Debian's Chromium, headless, for one test module (skipped where it is not installed).
+
+    Not for the whole run: playwright's sync API keeps an event loop running in this thread,
+    and the test client cannot run the async reply views beside one.
+    """
     import os
 
     from chatsite.testing.browser import CHROMIUM, CHROMIUM_ARGS, chromium_available

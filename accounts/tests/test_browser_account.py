@@ -11,7 +11,7 @@ from accounts.tests.factories import PASSWORD
 from billing.models import SubscriptionType, UsageEvent
 from chatbots.tests.factories import AIModelFactory
 from chatsite.testing.browser import screenshot
-from sessions_app import services
+from sessions_app import runtime, services
 from sessions_app.tests.factories import ChatSessionFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,7 +28,7 @@ def _log_in(page, username="owner@example.com", password=PASSWORD):
 
 def _send(session, user, content):
     result = services.message_send(session=session, user=user, content=content)
-    return services.reply_complete(reply=result.reply, job=result.job)
+    return runtime.reply_complete_blocking(reply=result.reply, job=result.job)
 
 
 def test_the_account_page_shows_meters_recent_usage_and_a_chart(page, user, chatbot, ai_model, default_tier):

@@ -585,8 +585,8 @@ def test_a_postgresql_restart_answers_503_meanwhile_and_the_same_server_recovers
     user.save(update_fields=["password"])
     subscription_assign(user=user, subscription_type=tier)
     chat = ChatSessionFactory(user=user, chatbot=ChatbotFactory(), ai_model=AIModelFactory(provider="demo"))
-    # Persistent connections: the restart kills them all, and CONN_HEALTH_CHECKS must notice.
-    env = production_env(tmp_path / "media", CONN_MAX_AGE="600", GUNICORN_WORKERS="2", GUNICORN_THREADS="8")
+    # Pooled connections: the restart kills them all, and the pool's checks must notice.
+    env = production_env(tmp_path / "media", GUNICORN_WORKERS="2")
     server = AppServer(name="gunicorn", env=env, log_dir=tmp_path)
     traffic = None
     try:

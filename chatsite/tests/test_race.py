@@ -1,6 +1,6 @@
 """Quotas hold exactly when sends race across two real app servers (SPEC 3 and 8).
 
-Two gunicorn processes (gthread, 2 workers x 16 threads each) serve the test
+Two app servers (gunicorn, 2 uvicorn workers each) serve the test
 database; 100 sends of one user who has 7 messages left hit them at once, half
 each. Exactly 7 may pass, whichever process or thread takes them, because every
 reservation queues on the lock of the user's subscription row in PostgreSQL.
@@ -46,9 +46,9 @@ def servers(transactional_db, tmp_path):
     env = production_env(
         tmp_path / "media",
         # Connections close after each request, so none idle on between rounds.
-        CONN_MAX_AGE="0",
         GUNICORN_WORKERS="2",
-        GUNICORN_THREADS="16",
+        # Every send of the race is in flight at once: only the quota may refuse them here.
+        MAX_ACTIVE_REPLIES_PER_USER="0",
     )
     pair = [AppServer(name=f"gunicorn-{n}", env=env, log_dir=tmp_path) for n in (1, 2)]
     try:
