@@ -12,6 +12,7 @@ import pytest
 from chatbots.providers import get_provider
 from chatbots.providers.base import StreamEvent, Usage
 from chatbots.providers.demo import DemoProvider
+from chatbots.providers.http import close_shared_client, share_client_on, upstream_client
 from chatbots.providers.openai import OpenAIProvider
 from chatbots.tests.factories import AIModelFactory
 from chatsite.errors import UpstreamError, UpstreamTimeout
@@ -167,6 +168,52 @@ def test_comment_lines_crlf_and_blank_keep_alives_are_ignored(provider, model, u
     )
 
     assert texts(collect(provider.stream(model=model, messages=MESSAGES))) == ["One", " two"]
+
+
+def test_keep_alives_after_an_event_with_an_id_are_not_events(provider, model, upstream):
+    # Once an id was seen, httpx-sse turns every blank line into an event without data.
+    upstream.enqueue_raw(
+        [
+            b"id: 1\ndata: " + json.dumps(delta("One")).encode() + b"\n\n",
+            b"\n\n",
+            b": OPENROUTER PROCESSING\n\n",
+            sse(delta(" two"), finish(), "[DONE]"),
+        ]
+    )
+
+    assert texts(collect(provider.stream(model=model, messages=MESSAGES))) == ["One", " two"]
+
+
+@pytest.mark.parametrize("ending", [b"", b"\n", b"\r\n"], ids=["no-newline", "one-newline", "one-crlf"])
+def test_a_last_event_without_its_closing_blank_line_is_still_read(provider, model, upstream, ending):
+    usage = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+    upstream.enqueue_raw([sse(delta("Last words."), finish()), b"data: " + json.dumps(usage).encode() + ending])
+
+    events = collect(provider.stream(model=model, messages=MESSAGES))
+
+    assert events == [StreamEvent(text="Last words."), StreamEvent(usage=Usage(prompt_tokens=3, completion_tokens=2))]
+
+
+def test_usage_reported_on_several_chunks_counts_the_last(provider, model, upstream):
+    def usage(completion_tokens: int) -> dict:
+        return {"choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": completion_tokens}}
+
+    upstream.enqueue_raw([sse(delta("Counting"), usage(1), delta(" on."), usage(2), finish(), usage(3), "[DONE]")])
+
+    events = collect(provider.stream(model=model, messages=MESSAGES))
+
+    assert events == [
+        StreamEvent(text="Counting"),
+        StreamEvent(text=" on."),
+        StreamEvent(usage=Usage(prompt_tokens=8, completion_tokens=3)),
+    ]
+
+
+def test_an_error_event_without_data_is_still_an_error(provider, model, upstream):
+    upstream.enqueue_raw([sse(delta("Partial")), b"event: error\n\n"])
+
+    with pytest.raises(UpstreamError, match="failed mid-reply: no detail given"):
+        collect(provider.stream(model=model, messages=MESSAGES))
 
 
 def test_a_delta_is_yielded_as_soon_as_its_bytes_arrive(provider, model, upstream):
@@ -361,22 +408,171 @@ def test_connection_refused_is_an_upstream_error(model, refused_base_url, settin
         collect(get_provider(model).stream(model=model, messages=MESSAGES))
 
 
-def test_closing_the_stream_ends_the_upstream_request(provider, model, upstream):
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-client", "client-per-call"])
+def test_closing_the_stream_ends_the_upstream_request(provider, model, upstream, shared):
     upstream.enqueue_text("x" * 40, chunks=["x"] * 40, delay=0.05)
 
     async def scenario():
-        events = provider.stream(model=model, messages=MESSAGES)
-        assert (await anext(events)).text == "x"
-        started = time.monotonic()
-        await events.aclose()
-        # Waited for inside the loop, so nothing but the aclose() can have hung up.
-        assert await asyncio.to_thread(upstream.wait_for_disconnect, timeout=1.5)
+        if shared:
+            # A shared client outlives the call: only the adapter's own hang-up closes the connection.
+            share_client_on(asyncio.get_running_loop())
+        try:
+            events = provider.stream(model=model, messages=MESSAGES)
+            assert (await anext(events)).text == "x"
+            started = time.monotonic()
+            await events.aclose()
+            # Waited for inside the loop, so nothing but the aclose() can have hung up.
+            assert await asyncio.to_thread(upstream.wait_for_disconnect, timeout=1.5)
+        finally:
+            await close_shared_client()
         return started
 
     # The whole reply would take two seconds; the stub sees the hang-up within a few chunks.
     started = run(scenario())
     assert time.monotonic() - started < 1.5
     assert len(upstream.requests) == 1
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-client", "client-per-call"])
+def test_cancelling_a_reply_waiting_on_a_silent_upstream_hangs_up_at_once(provider, model, upstream, shared):
+    # After the first delta the upstream is silent for 0.5 s before each further chunk.
+    pieces = [sse(delta("Thinking")), sse(delta(" it")), sse(delta(" over")), sse(finish(), "[DONE]")]
+    upstream.enqueue_raw(pieces, delay=0.5)
+
+    async def scenario():
+        if shared:
+            # A shared client outlives the call: only the adapter's own hang-up closes the connection.
+            share_client_on(asyncio.get_running_loop())
+        received = []
+        first = asyncio.Event()
+
+        async def reply():
+            async with contextlib.aclosing(provider.stream(model=model, messages=MESSAGES)) as events:
+                async for event in events:
+                    received.append(event.text)
+                    first.set()
+
+        try:
+            task = asyncio.create_task(reply())
+            await asyncio.wait_for(first.wait(), timeout=5)
+            await asyncio.sleep(0.05)  # now blocked reading the next chunk
+            started = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            ended_after = time.monotonic() - started
+            # The stub learns of a hang-up when its next writes fail: at most two gaps later.
+            hung_up = await asyncio.to_thread(upstream.wait_for_disconnect, timeout=3)
+        finally:
+            await close_shared_client()
+        return received, ended_after, hung_up
+
+    received, ended_after, hung_up = run(scenario())
+
+    assert received == ["Thinking"]
+    assert ended_after < 0.2
+    assert hung_up
+
+
+def test_replies_stream_side_by_side_without_blocking_the_loop(provider, model, upstream):
+    for _ in range(3):
+        upstream.enqueue_text("one two three", chunks=["one", " two", " three"], delay=0.4)
+
+    async def scenario():
+        started = time.monotonic()
+        replies = await asyncio.gather(*(read(provider.stream(model=model, messages=MESSAGES)) for _ in range(3)))
+        return replies, time.monotonic() - started
+
+    async def read(stream):
+        async with contextlib.aclosing(stream):
+            return [event async for event in stream]
+
+    replies, took = run(scenario())
+
+    assert [texts(events) for events in replies] == [["one", " two", " three"]] * 3
+    # Each reply takes 0.8 s; one after the other they would take 2.4 s.
+    assert took < 1.5
+
+
+def test_the_demo_provider_streams_without_blocking_the_loop(settings):
+    settings.DEMO_STREAM_DELAY = 0.02
+    model = AIModelFactory(provider="demo")
+    messages = [{"role": "user", "content": "Tell me something."}]
+    provider = DemoProvider()
+
+    async def scenario():
+        started = time.monotonic()
+        replies = await asyncio.gather(*(read() for _ in range(5)))
+        return replies, time.monotonic() - started
+
+    async def read():
+        async with contextlib.aclosing(provider.stream(model=model, messages=messages)) as events:
+            return [event async for event in events]
+
+    replies, took = run(scenario())
+
+    words = len(texts(replies[0]))
+    assert words > 20
+    assert all(events == replies[0] for events in replies)
+    assert replies[0][-1].usage is not None
+    # Five replies side by side take about as long as one.
+    assert took < 2 * words * 0.02 + 0.3
+
+
+def test_outside_a_long_lived_loop_each_call_gets_a_client_closed_after_it():
+    async def scenario():
+        async with upstream_client() as first:
+            assert not first.is_closed
+        async with upstream_client() as second:
+            pass
+        return first, second
+
+    first, second = run(scenario())
+
+    assert first is not second
+    assert first.is_closed and second.is_closed
+
+
+def test_calls_in_a_loop_marked_long_lived_share_one_client_until_it_is_closed():
+    async def scenario():
+        share_client_on(asyncio.get_running_loop())
+        try:
+            async with upstream_client() as first:
+                pass
+            async with upstream_client() as second:
+                pass
+            assert first is second
+            assert not first.is_closed
+        finally:
+            await close_shared_client()
+        assert first.is_closed
+        # The loop is forgotten: calls after the shutdown get a client of their own again.
+        async with upstream_client() as after:
+            assert after is not first
+        assert after.is_closed
+
+    run(scenario())
+
+
+def test_a_long_lived_loops_client_serves_many_calls_over_one_pool(provider, model, upstream):
+    async def scenario():
+        share_client_on(asyncio.get_running_loop())
+        try:
+            completions = await asyncio.gather(*(provider.complete(model=model, messages=MESSAGES) for _ in range(4)))
+            streamed = await read(provider.stream(model=model, messages=MESSAGES))
+        finally:
+            await close_shared_client()
+        return completions, streamed
+
+    async def read(stream):
+        async with contextlib.aclosing(stream):
+            return [event async for event in stream]
+
+    completions, streamed = run(scenario())
+
+    assert [c.content for c in completions] == ["Hello from the stub."] * 4
+    assert "".join(texts(streamed)) == "Hello from the stub."
+    assert len(upstream.requests) == 5
 
 
 def test_an_image_comes_from_the_images_endpoint(image_model, upstream):
