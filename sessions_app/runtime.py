@@ -55,8 +55,10 @@ FLUSH_SECONDS = 0.5
 # Replies running here are marked alive this often; one unmarked for lifecycle.ORPHANED_AFTER
 # has no server left, and whoever waits for it ends it.
 HEARTBEAT_SECONDS = 10.0
-# Without notifications, stops made elsewhere are looked for this often.
+# Stops made elsewhere are looked for in the database this often without notifications, and
+# every STOP_RECHECK_SECONDS with them (in case one was lost while the listener reconnected).
 STOP_POLL_SECONDS = 0.5
+STOP_RECHECK_SECONDS = 2.0
 # A follower on another server re-reads the database this often while notifications are
 # silent (they carry the pieces; this catches a missed one and a dead server).
 FOLLOW_RECHECK_SECONDS = 1.0
@@ -133,6 +135,7 @@ class LiveReply:
         self.task: asyncio.Task | None = None
         self.upstream: asyncio.Task | None = None
         self._waiters: list[asyncio.Future] = []
+        self._cancelled = False
 
     def append(self, text: str) -> None:
         start = len(self.content)
@@ -169,8 +172,11 @@ class LiveReply:
         """End the upstream call (from any thread); the reply then finishes as stopped, or interrupted."""
         self.stop_requested = not interrupted or self.stop_requested
         self.interrupted = self.interrupted or interrupted
-        if self.loop is None or self.upstream is None:
-            return  # not started yet: _generate looks at the flags first
+        if self.loop is None or self.upstream is None or self._cancelled:
+            return  # not started yet (_generate looks at the flags first), or cancelled already
+        # Once only: a second cancel() of a task that is unwinding the first can be taken by
+        # the HTTP client's own cancel scopes for theirs, and the call would go on.
+        self._cancelled = True
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -385,10 +391,22 @@ async def reply_complete(*, reply: ChatMessage, job: ReplyJob | None) -> ChatMes
 
 def reply_complete_blocking(*, reply: ChatMessage, job: ReplyJob | None) -> ChatMessage:
     """`reply_complete` for synchronous views (the HTML pages): no connection is held meanwhile."""
+    connections_release()
+    return _blocking(reply_complete(reply=reply, job=job))
+
+
+def _blocking(coroutine):
+    """Run a coroutine from synchronous code and return its result."""
     from asgiref.sync import async_to_sync
 
-    connections_release()
-    return async_to_sync(reply_complete)(reply=reply, job=job)
+    if _running_loop() is None:
+
+        async def run():
+            return await coroutine
+
+        return async_to_sync(run)()
+    # A loop runs in this thread already (a test driving a browser): run it on the runtime's.
+    return asyncio.run_coroutine_threadsafe(coroutine, _runtime.ensure_loop()).result()
 
 
 # Fair shares.
@@ -488,8 +506,8 @@ class _Runtime:
             try:
                 await self._flush()
                 lives = self.lives_here()
-                if lives and not self.listening and time.monotonic() >= next_stop_poll:
-                    next_stop_poll = time.monotonic() + STOP_POLL_SECONDS
+                if lives and time.monotonic() >= next_stop_poll:
+                    next_stop_poll = time.monotonic() + (STOP_RECHECK_SECONDS if self.listening else STOP_POLL_SECONDS)
                     for pk in await db(_stopped_among, [live.pk for live in lives]):
                         reply_stop_local(pk)
                 if time.monotonic() - last_heartbeat >= HEARTBEAT_SECONDS:
@@ -757,6 +775,4 @@ def wait_idle(timeout: float = 30.0) -> bool:
 
 def reply_wait_blocking(reply_pk: int) -> None:
     """`reply_wait` for synchronous callers (tests, commands)."""
-    from asgiref.sync import async_to_sync
-
-    async_to_sync(reply_wait)(reply_pk)
+    _blocking(reply_wait(reply_pk))
