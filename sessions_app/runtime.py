@@ -59,10 +59,10 @@ HEARTBEAT_SECONDS = 10.0
 # every STOP_RECHECK_SECONDS with them (in case one was lost while the listener reconnected).
 STOP_POLL_SECONDS = 0.5
 STOP_RECHECK_SECONDS = 2.0
-# A follower on another server re-reads the database this often while notifications are
-# silent (they carry the pieces; this catches a missed one and a dead server).
-FOLLOW_RECHECK_SECONDS = 1.0
-FOLLOW_POLL_SECONDS = 0.25  # the same without notifications
+# A follower on another server re-reads the database every REPLY_RECHECK_SECONDS while
+# notifications are silent (they carry the pieces; this catches a missed one and a dead
+# server), and this often without notifications.
+FOLLOW_POLL_SECONDS = 0.25
 # A finish that cannot reach the database is tried again for this long.
 FINISH_RETRY_SECONDS = 30.0
 LISTEN_RETRY_SECONDS = 1.0
@@ -747,7 +747,7 @@ async def follow_remote(reply_pk: int, offset: int) -> AsyncIterator[tuple[str, 
                 asked_from = offset
             while True:
                 try:
-                    kind, rest = await asyncio.wait_for(queue.get(), FOLLOW_RECHECK_SECONDS)
+                    kind, rest = await asyncio.wait_for(queue.get(), settings.REPLY_RECHECK_SECONDS)
                 except TimeoutError:
                     yield "idle", None
                     break  # read the database again

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 
 from django.core.handlers.asgi import ASGIRequest
@@ -112,20 +113,18 @@ async def reply_events(reply_pk: int, offset: int = 0) -> AsyncIterator[bytes]:
 async def _reply_events(reply_pk: int, offset: int) -> AsyncIterator[bytes]:
     live = runtime.live_on_this_loop(reply_pk)
     if live is None:
-        silent = 0.0
+        started = time.monotonic()
         async for kind, value in runtime.follow_remote(reply_pk, offset):
             if kind == "text":
                 offset += len(value)
-                silent = 0.0
+                started = time.monotonic()
                 yield _delta(value, offset)
             elif kind == "local":
                 live = value
                 break
-            else:  # idle: nothing arrived for a while
-                silent += runtime.FOLLOW_RECHECK_SECONDS
-                if silent >= KEEPALIVE_SECONDS:
-                    silent = 0.0
-                    yield KEEPALIVE
+            elif time.monotonic() - started >= KEEPALIVE_SECONDS:  # idle, and long enough
+                started = time.monotonic()
+                yield KEEPALIVE
     if live is not None:
         async for chunk in _follow_local(live, offset):
             yield chunk
