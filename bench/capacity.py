@@ -326,6 +326,13 @@ class Monitor:
         self.stopping = threading.Event()
         # Connected now, to the `postgres` database, so it is neither refused nor counted later.
         self.pg = psycopg.connect(urlunsplit(urlsplit(URL)._replace(path="/postgres")), autocommit=True)
+        # PostgreSQL's limit is the whole server's: what other databases hold is not the server's to use.
+        self.others, self.limit = self.pg.execute(
+            "SELECT count(*) FILTER (WHERE datname IS DISTINCT FROM %s AND backend_type = 'client backend'"
+            " AND pid <> pg_backend_pid()),"
+            " current_setting('max_connections')::int FROM pg_stat_activity",
+            [database],
+        ).fetchone()
         self.threads = [threading.Thread(target=self._every, args=(what,), daemon=True)
                         for what in (self._probe, self._count, self._memory)]  # fmt: skip
         # Listing a process tree reads all of /proc: done once, and again only if a worker went.
@@ -539,6 +546,8 @@ def figures(*, n, client, monitor, database, sent, upstream, notes) -> dict:
         "upstream_late_p95": after["late_p95_ms"],
         "upstream_peak": after["peak"],
         "machine_cpu": monitor.machine_cpu,
+        "pg_others": monitor.others,
+        "pg_limit": monitor.limit,
         "wall": wall,
         **notes,
     }
@@ -599,6 +608,7 @@ def run_notes(row: dict, *, ramp: float, cut_after: float) -> list[str]:
         f" {db['chats_without_reply']} chats without a reply, {row['ended_after']} replies ended after the server"
         " stopped",
         f"/health/: {row['health_failed']} of {row['health_probes']} probes failed",
+        f"PostgreSQL: max_connections {row['pg_limit']}, {row['pg_others']} held by other work when the run began",
         f"CPU in cores over the run: workers {row['worker_cpu']:.2f}, load client {row['client_cpu']:.2f} (its loop"
         f" late by {ms(row['client_lag_p99'])} ms p99, {ms(row['client_lag_max'])} ms at most), upstream"
         f" {row['upstream_cpu']:.2f} (its timers {ms(row['upstream_late_p95'])} ms late p95), the machine"
