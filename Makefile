@@ -49,7 +49,8 @@ fuzz: setup
 
 # Not part of `make test`: SPEC 8 measured on PostgreSQL (BENCH_DATABASE_URL, default
 # postgres://chatsite:chatsite@127.0.0.1:5432/chatsite_bench_app, created if missing) with gunicorn,
-# a local upstream and locust; builds the data set once (about 2 minutes), then about 15 minutes; writes BENCHMARKS.md.
+# a local upstream and locust; builds the data set once (about 2 minutes), then about 15 minutes, and the
+# capacity run (below) about 10 more; writes BENCHMARKS.md.
 bench: setup
 	$(BIN)/python bench/run.py
 
