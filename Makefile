@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-requirements
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run serve test fuzz lint migrate bench load clean
+.PHONY: setup run serve test fuzz lint migrate bench load capacity clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,13 +49,21 @@ fuzz: setup
 
 # Not part of `make test`: SPEC 8 measured on PostgreSQL (BENCH_DATABASE_URL, default
 # postgres://chatsite:chatsite@127.0.0.1:5432/chatsite_bench_app, created if missing) with gunicorn,
-# a local upstream and locust; builds the data set once (about 2 minutes), then about 15 minutes; writes BENCHMARKS.md.
+# a local upstream and locust; builds the data set once (about 2 minutes), then about 15 minutes, and the
+# capacity run (below) about 10 more; writes BENCHMARKS.md.
 bench: setup
 	$(BIN)/python bench/run.py
 
 # Not part of `make test` (which runs a 12-second soak): 100 locust clients for 60 s on the bench data set.
 load: setup
 	$(BIN)/python bench/run.py --only load
+
+# Also the last part of `make bench`: 100 to 2,000 streamed 10-second replies at once, against today's
+# thread-based server (from its commit, in a temporary git worktree), uvicorn workers under gunicorn
+# and granian; in a database of its own (chatsite_bench_capacity). CAPACITY_ARGS="--capacity-n 100,250
+# --capacity-servers threads" narrows it.
+capacity: setup
+	$(BIN)/python bench/run.py --only capacity $(CAPACITY_ARGS)
 
 clean:
 	rm -rf $(VENV) db.sqlite3 media staticfiles

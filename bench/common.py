@@ -21,11 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 WORK = ROOT / "bench" / ".work"  # clients, samples and logs of the last run; not committed
 DEFAULT_URL = "postgres://chatsite:chatsite@127.0.0.1:5432/chatsite_bench_app"
+CAPACITY_SECTION = "## Capacity: streamed replies at once"  # written by bench/capacity.py
 
 
-def setup() -> str:
-    """Point this process's Django at the benchmarks' database (created when missing) and set it up."""
-    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
+def setup(url: str | None = None) -> str:
+    """Point this process's Django at the benchmarks' database, or `url`, (created when missing) and set it up."""
+    url = url or os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
     create_database(url)
     os.environ.update(
         DATABASE_URL=url,

@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/run.py            # everything (make bench)
     .venv/bin/python bench/run.py --only load    # the 100-client soak alone (make load)
+    .venv/bin/python bench/run.py --only capacity [--capacity-n 100,250] [--capacity-servers threads]
+                                                 # streamed replies at once (make capacity)
 
 On the data set of bench/dataset.py (built in PostgreSQL once, then reused), it starts two
 local OpenAI-compatible upstreams (one answers at once; the other, for streamed sends, sends
@@ -12,7 +14,9 @@ local OpenAI-compatible upstreams (one answers at once; the other, for streamed 
 2. counts the SQL statements of each endpoint in this process (Django's test client);
 3. drives each endpoint with locust, headless: 20 clients each waiting 0.5-1.5 s between
    requests (latency), then 20 clients back to back (throughput);
-4. soaks the app with 100 clients for 60 s (bench/load.py) and checks the database after.
+4. soaks the app with 100 clients for 60 s (bench/load.py) and checks the database after;
+5. with those servers stopped, measures how many 10-second streamed replies each server holds
+   at once (bench/capacity.py, in a database of its own; it starts its own servers).
 
 Each part replaces its own section of BENCHMARKS.md; the summary against SPEC 8 comes first.
 """
@@ -51,7 +55,8 @@ ENDPOINTS = "## Endpoints under load"
 QUERIES = "## SQL statements per request"
 QUOTA = "## Quota reservation: 0 vs 1,000,000 ledger rows"
 MISSES = "## Targets not met, and why"  # written by hand; kept in its place
-ORDER = [SUMMARY, MISSES, ENDPOINTS, QUERIES, load.SECTION, QUOTA]
+CAPACITY = common.CAPACITY_SECTION
+ORDER = [SUMMARY, MISSES, CAPACITY, ENDPOINTS, QUERIES, load.SECTION, QUOTA]
 SCENARIOS = [  # (locust user class, what it measures)
     ("ListSessions", "list sessions"),
     ("ListMessages", "list messages"),
@@ -218,11 +223,34 @@ def quota_figures() -> dict:
     return {"ratio": float(found.group(1)) if found else float("nan")}
 
 
+def capacity_run(args) -> bool:
+    """bench/capacity.py in a process of its own (it serves another database); False if it failed."""
+    command = [sys.executable, str(common.ROOT / "bench" / "capacity.py"), "--ramp", str(args.capacity_ramp)]
+    if args.capacity_n:
+        command += ["--n", args.capacity_n]
+    if args.capacity_servers:
+        command += ["--servers", args.capacity_servers]
+    print("bench: capacity, streamed replies at once ...", flush=True)
+    return subprocess.run(command, check=False).returncode == 0
+
+
+def capacity_figures() -> dict:
+    """From the capacity section: the largest N per server, and the server SPEC 8 is judged on."""
+    text = common.BENCHMARKS.read_text()
+    section = text.split(CAPACITY, 1)[1].split("\n## ", 1)[0] if CAPACITY in text else ""
+    found = re.search(r"\*\*Largest N that met every target\*\*: (.*)\.$", section, re.MULTILINE)
+    judged = re.search(r"summary judges \*\*(\w+)\*\*", section)
+    largest = dict(part.split(": ", 1) for part in found.group(1).split("; ")) if found else {}
+    return {"largest": largest, "judged": judged.group(1) if judged else None}
+
+
 def summary_section(*, results, counted, upstream, quota, soak, note) -> str:
     def p(user_class, name, key, mode="latency"):
         return common.percentiles(results[(user_class, mode)]["samples"].get(name, []))[key]
 
     def verdict(ok) -> str:
+        if ok is None or isinstance(ok, str):
+            return ok or "CI"  # CI: checked by a test; a string: not measured
         return "met" if ok else "**not met**"
 
     counts = {label.split(" (")[0] + (" later" if "later" in label else ""): n for label, n, _ in counted}
@@ -235,9 +263,16 @@ def summary_section(*, results, counted, upstream, quota, soak, note) -> str:
     chunk = "send (streamed): upstream chunk to client"
     chunk50, chunk95 = p("SendStream", chunk, "p50"), p("SendStream", chunk, "p95")
     search50 = p("Search", "search", "p50")
+    capacity = capacity_figures()
+    judged = capacity["largest"].get(capacity["judged"] or "", "not measured")
+    reached = int(judged.split(" ")[0].replace(",", "")) if judged[:1].isdigit() else 0
     list_sessions = counts.get("GET /api/chat-sessions/", 0)
     list_messages = counts.get("GET /api/chat-sessions/{id}/messages/", 0)
     rows = [
+        ("capacity: 1,000 streamed replies at once, complete and settled, first byte p95 ≤ 1 s, pieces"
+         " ≤ 100 ms late, /health/ ≤ 500 ms, ≤ 40 PostgreSQL connections, ≤ 1 GiB",
+         "largest N meeting all: " + (", ".join(f"{k} {v}" for k, v in capacity["largest"].items()) or "not measured"),
+         reached >= 1000 if capacity["largest"] else "–"),
         ("a send adds ≤ 10 ms p50, ≤ 30 ms p95 over the upstream, 20 clients",
          f"{fmt(send50)} ms p50, {fmt(send95)} ms p95", send50 <= 10 and send95 <= 30),
         ("session list ≤ 3 queries", f"{list_sessions}", list_sessions <= 3),
@@ -260,10 +295,11 @@ def summary_section(*, results, counted, upstream, quota, soak, note) -> str:
         f"`make bench`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. {common.machine()}.",
         f"Data set: {note}. 1-minute load average {common.load_average()} at the end.",
         "p95 judges the streaming targets, since each says *within*.",
+        f"Capacity is judged on {capacity['judged'] or 'the server chatsite runs'} (see its section).",
         "",
         "| SPEC 8 target | measured | |",
         "|---|---|---|",
-        *[f"| {target} | {measured} | {'CI' if ok is None else verdict(ok)} |" for target, measured, ok in rows],
+        *[f"| {target} | {measured} | {verdict(ok)} |" for target, measured, ok in rows],
         "",
         "Overspend is not timed, so it is a test rather than a benchmark: `chatsite/tests/test_race.py`",
         "runs in CI with two gunicorn servers on PostgreSQL; 100 sends race at a user with 7 messages",
@@ -274,12 +310,21 @@ def summary_section(*, results, counted, upstream, quota, soak, note) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["load"], help="run only the soak (make load)")
+    parser.add_argument("--only", choices=["load", "capacity"], help="run only the soak (make load) or capacity")
     parser.add_argument("--seconds", type=int, default=20, help="length of each locust run (default 20)")
     parser.add_argument("--soak-clients", type=int, default=100)
     parser.add_argument("--soak-seconds", type=int, default=60)
     parser.add_argument("--no-quota", action="store_true", help="keep the quota section BENCHMARKS.md has")
+    parser.add_argument("--capacity-n", help="comma-separated N for the capacity run (default 100,...,2000)")
+    parser.add_argument("--capacity-servers", help="comma-separated, of threads, uvicorn, granian (default all)")
+    parser.add_argument("--capacity-ramp", type=float, default=5.0, help="seconds over which N sends start")
+    parser.add_argument("--no-capacity", action="store_true", help="keep the capacity section BENCHMARKS.md has")
     args = parser.parse_args()
+
+    if args.only == "capacity":
+        ok = capacity_run(args)
+        common.order_sections(ORDER)
+        sys.exit(0 if ok else 1)
 
     note = dataset.ensure()
     print(f"bench: data set {note}", flush=True)
@@ -303,6 +348,8 @@ def main() -> None:
         soak = load.soak(servers, clients_file, users=args.soak_clients, seconds=args.soak_seconds)
     common.write_section(ENDPOINTS, endpoints_section(results, args.seconds, upstream), before=QUOTA)
     common.write_section(QUERIES, queries_section(counted), before=QUOTA)
+    if not args.no_capacity and not capacity_run(args):
+        print("bench: the capacity run failed; its section of BENCHMARKS.md is as it was", flush=True)
     summary = summary_section(
         results=results, counted=counted, upstream=upstream, quota=quota_figures(), soak=soak, note=note
     )
