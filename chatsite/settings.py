@@ -165,7 +165,8 @@ MAX_MESSAGE_CHARS = env.int("MAX_MESSAGE_CHARS", default=32000)
 # follow streams (per app server process). 0 means no cap.
 MAX_ACTIVE_REPLIES_PER_USER = env.int("MAX_ACTIVE_REPLIES_PER_USER", default=3)
 MAX_FOLLOW_STREAMS_PER_USER = env.int("MAX_FOLLOW_STREAMS_PER_USER", default=10)
-# A follower on another server than the reply's reads the database this often while notifications bring nothing.
+# While notifications run, the database is still read this often for what one may have missed
+# (a follower on another server than the reply's; stops, by the server running the reply).
 REPLY_RECHECK_SECONDS = env.float("REPLY_RECHECK_SECONDS", default=1.0)
 # A server stopping (a deploy, a recycled worker) first waits for its open streams (half of
 # GUNICORN_GRACEFUL_TIMEOUT), then lets the replies left running finish for this long, then ends the rest.

@@ -56,9 +56,8 @@ FLUSH_SECONDS = 0.5
 # has no server left, and whoever waits for it ends it.
 HEARTBEAT_SECONDS = 10.0
 # Stops made elsewhere are looked for in the database this often without notifications, and
-# every STOP_RECHECK_SECONDS with them (in case one was lost while the listener reconnected).
+# every REPLY_RECHECK_SECONDS with them (in case one was lost while the listener reconnected).
 STOP_POLL_SECONDS = 0.5
-STOP_RECHECK_SECONDS = 2.0
 # A follower on another server re-reads the database every REPLY_RECHECK_SECONDS while
 # notifications are silent (they carry the pieces; this catches a missed one and a dead
 # server), and this often without notifications.
@@ -507,7 +506,9 @@ class _Runtime:
                 await self._flush()
                 lives = self.lives_here()
                 if lives and time.monotonic() >= next_stop_poll:
-                    next_stop_poll = time.monotonic() + (STOP_RECHECK_SECONDS if self.listening else STOP_POLL_SECONDS)
+                    next_stop_poll = time.monotonic() + (
+                        settings.REPLY_RECHECK_SECONDS if self.listening else STOP_POLL_SECONDS
+                    )
                     for pk in await db(_stopped_among, [live.pk for live in lives]):
                         reply_stop_local(pk)
                 if time.monotonic() - last_heartbeat >= HEARTBEAT_SECONDS:

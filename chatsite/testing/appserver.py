@@ -107,7 +107,9 @@ def other_connections() -> int:
     """Connections to the test database besides this process's own."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            # Clients only: an autovacuum worker in the database is no one's connection.
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'"
         )
         return cursor.fetchone()[0]
 

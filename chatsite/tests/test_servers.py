@@ -48,15 +48,13 @@ def start_servers(tmp_path, stub):
     started: list[AppServer] = []
 
     def start(count: int = 1, **env: str) -> list[AppServer]:
+        defaults = {"GUNICORN_WORKERS": "1", "REPLY_RECHECK_SECONDS": "60", "REPLY_GRACE_SECONDS": "1"}
         settings = production_env(
             tmp_path / "media",
             AI_BASE_URL=stub.base_url,
             AI_API_KEY="test-key",
             AI_RETRY_BACKOFF="0",
-            GUNICORN_WORKERS="1",
-            REPLY_RECHECK_SECONDS="60",
-            REPLY_GRACE_SECONDS="1",
-            **env,
+            **{**defaults, **env},
         )
         servers = [AppServer(name=f"server-{len(started) + n}", env=settings, log_dir=tmp_path) for n in range(count)]
         started.extend(servers)
@@ -137,7 +135,7 @@ class Reader:
         return next((at, data) for at, event, data in self.events if event == name)
 
     def names(self) -> list[str]:
-        return [name for _, name, _ in self.events]
+        return [name for _, name, _ in self.events if name != "closed"]
 
     def text(self) -> str:
         return "".join(data["content"] for _, name, data in self.events if name == "delta")
@@ -171,7 +169,6 @@ def test_a_stop_made_on_one_server_ends_a_reply_running_on_another(start_servers
     assert stopped.status_code == 200 and len(stopped.json()["stopped_message_ids"]) == 1
     _, done = reader.wait_for("done", timeout=10)  # neither the upstream (60 s) nor a re-read (60 s) ended it
     assert done["status"] == "stopped"
-    assert stub.wait_for_disconnect(timeout=5)  # server A hung up on the upstream
     reply = ChatMessage.objects.get(message_type="assistant")
     assert (reply.status, reply.content) == (ChatMessage.Status.STOPPED, "Thinking about it")
     event = UsageEvent.objects.get(message=reply)
@@ -233,6 +230,7 @@ def test_a_stopping_server_lets_short_replies_finish_and_ends_long_ones_at_once(
 
 def test_connections_stay_few_however_many_replies_stream(start_servers, stub, chat):
     stub.stamped = (10, 0.3)  # every reply: ten pieces, 3 s in all
+    before = other_connections()  # this process's own, besides the test's
     (server,) = start_servers(1, GUNICORN_WORKERS="2", DB_POOL_MAX_SIZE="3", MAX_ACTIVE_REPLIES_PER_USER="0")
     http = signed_in(server, chat.user.email)
     cookies, token = http.cookies.get_dict(), http.headers["X-CSRFToken"]
@@ -240,9 +238,12 @@ def test_connections_stay_few_however_many_replies_stream(start_servers, stub, c
     most, sampling = [0], threading.Event()
 
     def sample() -> None:
-        while not sampling.is_set():
-            most[0] = max(most[0], other_connections())
-            time.sleep(0.05)
+        try:
+            while not sampling.is_set():
+                most[0] = max(most[0], other_connections() - before - 1)  # less the test's own
+                time.sleep(0.05)
+        finally:
+            connection.close()
 
     def one(chat_pk: int) -> str:
         with requests.Session() as client:
