@@ -18,7 +18,8 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", 120))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", 30))
 keepalive = 5
 backlog = int(os.environ.get("GUNICORN_BACKLOG", 4096))
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
+# Off unless asked for ("-" is standard output): the proxy in front logs every request already.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 # Recycle workers now and then, at a random point so they do not restart together.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", 100000))

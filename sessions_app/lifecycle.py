@@ -124,12 +124,20 @@ FINISH_FIELDS = ["content", "image_url", "tokens_count", "status", "disabled", "
 COMPLETE_FIELDS = ["content", "image_url", "tokens_count", "status", "updated_at"]
 
 
-@transaction.atomic
-def reply_finish(*, job: ReplyJob, outcome: Outcome) -> Finished:
+def reply_finish(*, job: ReplyJob, outcome: Outcome, touch: bool = False, title: str | None = None) -> Finished:
     """End a reply: save its text and state, and settle or release its usage, in one transaction.
 
+    With `touch`, its chat is marked active too (and named `title` if it still waits for one).
     Safe to run again after a rollback: the reservation is settled or released only once.
     """
+    with transaction.atomic():
+        finished = _reply_finish(job, outcome)
+        if touch and finished.reply is not None and job.session_pk is not None:
+            session_touch(session_pk=job.session_pk, title=title)
+    return finished
+
+
+def _reply_finish(job: ReplyJob, outcome: Outcome) -> Finished:
     content = job.prompt if job.is_image and outcome.image_url else outcome.content
     if job.reply is None:
         event, _ = _charge(job, outcome, outcome_status(outcome))

@@ -285,7 +285,7 @@ async def _finish(live: LiveReply, outcome: Outcome) -> Finished:
     pause = 0.1
     while True:
         try:
-            return await db(lifecycle.reply_finish, job=live.job, outcome=outcome)
+            return await db(lifecycle.reply_finish, job=live.job, outcome=outcome, touch=True, title=live.title)
         except (OperationalError, InterfaceError):
             if connection.in_atomic_block or time.monotonic() + pause > deadline:
                 raise
@@ -302,14 +302,12 @@ async def _run(live: LiveReply) -> Finished | None:
     _runtime.ensure_started()
     try:
         outcome = await _generate(live)
+        job = live.job
+        # Named in the finish's transaction, so `done` can carry the chat's new title.
+        if job.title_from is not None and (outcome.error is None or outcome.produced):
+            live.title = await title_summarize(job.title_from)
         finished = await _finish(live, outcome)
         live.result = finished
-        job = live.job
-        if finished.reply is not None and job.session_pk is not None:
-            # Before `done`, so the event can carry the chat's new title.
-            named = job.title_from is not None and (outcome.error is None or outcome.produced)
-            live.title = await title_summarize(job.title_from) if named else None
-            await db(lifecycle.session_touch, session_pk=job.session_pk, title=live.title)
         return finished
     except Exception:
         logger.exception("reply %s: its finish failed; the reaper ends it", live.pk)

@@ -170,19 +170,28 @@ class _AsyncBody:
             on_close()
 
 
-def _sync_body(chunks: AsyncIterator[bytes], on_close) -> Iterator[bytes]:
+class _SyncBody:
     """A response body for WSGI (and the test client): each chunk fetched from the runtime's loop."""
-    loop = runtime.runtime().ensure_loop()
-    try:
-        while True:
-            try:
-                yield asyncio.run_coroutine_threadsafe(_next(chunks), loop).result()
-            except StopAsyncIteration:
-                return
-    finally:
+
+    def __init__(self, chunks: AsyncIterator[bytes], on_close) -> None:
+        self.chunks = chunks
+        self.on_close = on_close
+        self.loop = runtime.runtime().ensure_loop()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
         try:
-            asyncio.run_coroutine_threadsafe(chunks.aclose(), loop).result(timeout=10)
+            return asyncio.run_coroutine_threadsafe(_next(self.chunks), self.loop).result()
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def close(self) -> None:  # Django calls it when the response ends, read or not
+        try:
+            asyncio.run_coroutine_threadsafe(self.chunks.aclose(), self.loop).result(timeout=10)
         finally:
+            on_close, self.on_close = self.on_close, None
             if on_close is not None:
                 on_close()
 
@@ -209,7 +218,7 @@ def event_stream_response(
 ) -> StreamingHttpResponse:
     chunks = _prefixed(head or [], events)
     # An ASGI server streams the async body; a WSGI one (or the test client) the bridged one.
-    body = _AsyncBody(chunks, on_close) if isinstance(request, ASGIRequest) else _sync_body(chunks, on_close)
+    body = _AsyncBody(chunks, on_close) if isinstance(request, ASGIRequest) else _SyncBody(chunks, on_close)
     response = StreamingHttpResponse(
         body, content_type="text/event-stream; charset=utf-8", status=status, headers=headers
     )
