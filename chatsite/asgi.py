@@ -1,11 +1,52 @@
 """The ASGI application: Django, plus the lifespan that runs the reply runtime on the server's loop."""
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
-from django.core.asgi import get_asgi_application
+import django
+from asgiref.sync import ThreadSensitiveContext
+from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
-django_application = get_asgi_application()
+django.setup(set_prefix=False)
+
+
+class RequestThreadsHandler(ASGIHandler):
+    """Django's ASGI handler, with the synchronous part of requests on a few shared threads.
+
+    Django gives every request a thread of its own for its synchronous code. Under load
+    that is hundreds of threads taking turns at the GIL with the event loop, which then
+    answers late; here a worker has REQUEST_THREADS of them, each serving one request's
+    synchronous step at a time (a request keeps its thread: its connection and its
+    transaction stay in one place). Replies and streams never wait in them.
+    """
+
+    def __init__(self, threads: int) -> None:
+        super().__init__()
+        self.executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chatsite-request-{n}") for n in range(threads)
+        ]
+        self.busy = [0] * threads
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(f"chatsite serves HTTP only, not {scope['type']}.")
+        index = min(range(len(self.executors)), key=self.busy.__getitem__)
+        self.busy[index] += 1
+        try:
+            async with ThreadSensitiveContext(executor=self.executors[index]):
+                await self.handle(scope, receive, send)
+        finally:
+            self.busy[index] -= 1
+
+
+def _django_application():
+    from django.conf import settings
+
+    return RequestThreadsHandler(settings.REQUEST_THREADS)
+
+
+django_application = _django_application()
 
 
 HEALTH_BODY = b'{"status": "ok"}'

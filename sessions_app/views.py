@@ -1,13 +1,17 @@
 """HTML pages of chats: the list with a new-chat form, and a conversation with plain HTML forms."""
 
+import functools
 import html
 import re
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
+from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -168,6 +172,41 @@ def _was_saved(session: ChatSession, content: str) -> bool:
     return last is not None and last.message_type == ChatMessage.Type.USER and last.content == content
 
 
+@dataclass(frozen=True)
+class AwaitReply:
+    """What a page's synchronous step answers once a reply is begun: the page view waits for it, then calls `then`."""
+
+    reply: ChatMessage
+    job: object
+    then: Callable[[ChatMessage | None, ChatsiteError | None], HttpResponse]
+
+
+def page_with_reply(sync_view):
+    """An async page view around `sync_view`, which may answer AwaitReply: no request thread waits on the model."""
+
+    def sync_step(request, *args, **kwargs):
+        try:
+            return sync_view(request, *args, **kwargs)
+        finally:
+            runtime.connections_release()
+
+    run_sync_step = sync_to_async(sync_step)
+
+    @functools.wraps(sync_view)
+    async def view(request, *args, **kwargs):
+        answer = await run_sync_step(request, *args, **kwargs)
+        if not isinstance(answer, AwaitReply):
+            return answer
+        try:
+            reply, error = await runtime.reply_complete(reply=answer.reply, job=answer.job), None
+        except ChatsiteError as exc:
+            reply, error = None, exc
+        return await sync_to_async(answer.then)(reply, error)
+
+    return view
+
+
+@page_with_reply
 @login_required
 @require_POST
 def send(request, session_id: int):
@@ -176,29 +215,38 @@ def send(request, session_id: int):
     if not form.is_valid():
         return _render_detail(request, session, send_form=form, status=400)
     content = form.cleaned_data["content"]
-    try:
-        result = services.message_send(session=session, user=request.user, content=content)
-        reply = runtime.reply_complete_blocking(reply=result.reply, job=result.job)
-    except ChatsiteError as exc:
+
+    def failed(exc: ChatsiteError) -> HttpResponse:
         saved = _was_saved(session, content)
         # A saved message is already in the chat; keeping it in the box would invite a duplicate.
         return _render_detail(
             request, session, send_form=None if saved else form, error=exc, saved=saved, status=exc.status
         )
-    return redirect(_message_url(session, reply))
+
+    try:
+        result = services.message_send(session=session, user=request.user, content=content)
+    except ChatsiteError as exc:
+        return failed(exc)
+    return AwaitReply(
+        result.reply, result.job, lambda reply, exc: failed(exc) if exc else redirect(_message_url(session, reply))
+    )
 
 
+@page_with_reply
 @login_required
 @require_POST
 def regenerate(request, session_id: int):
     session = _session_or_404(request, session_id)
-    try:
-        reply, job = services.message_regenerate(session=session, user=request.user)
-        reply = runtime.reply_complete_blocking(reply=reply, job=job)
-    except ChatsiteError as exc:
+
+    def failed(exc: ChatsiteError) -> HttpResponse:
         saved = not isinstance(exc, InvalidInput)  # invalid: there was nothing to answer, or a reply is running
         return _render_detail(request, session, error=exc, saved=saved, status=exc.status)
-    return redirect(_message_url(session, reply))
+
+    try:
+        reply, job = services.message_regenerate(session=session, user=request.user)
+    except ChatsiteError as exc:
+        return failed(exc)
+    return AwaitReply(reply, job, lambda reply, exc: failed(exc) if exc else redirect(_message_url(session, reply)))
 
 
 @login_required
@@ -229,6 +277,7 @@ def delete(request, session_id: int):
     return render(request, "sessions_app/delete.html", {"session": session})
 
 
+@page_with_reply
 @login_required
 @require_http_methods(["GET", "POST"])
 def edit(request, session_id: int, message_id: uuid.UUID):
@@ -241,22 +290,27 @@ def edit(request, session_id: int, message_id: uuid.UUID):
     if message is None:
         raise Http404("No such message.")
     form = EditForm(request.POST if request.method == "POST" else None, initial={"content": message.content})
-    status = 200
-    if form.is_valid():
-        edited_at = message.edited_at
-        try:
-            _, reply, job = services.message_edit(
-                session=session, user=request.user, message_id=message.message_id, content=form.cleaned_data["content"]
-            )
-            reply = runtime.reply_complete_blocking(reply=reply, job=job)
-        except ChatsiteError as exc:
-            message.refresh_from_db(fields=["edited_at"])
-            if message.edited_at != edited_at:
-                # The edit was applied and only the new reply failed: show it in the conversation.
-                return _render_detail(request, session, error=exc, saved=True, status=exc.status)
-            form.add_error("content", exc.detail)
-        else:
-            return redirect(_message_url(session, reply))
-    if form.errors:
-        status = 400
-    return render(request, "sessions_app/edit.html", {"session": session, "message": message, "form": form}, status)
+
+    def page(status: int = 200) -> HttpResponse:
+        context = {"session": session, "message": message, "form": form}
+        return render(request, "sessions_app/edit.html", context, 400 if form.errors else status)
+
+    if not form.is_valid():
+        return page()
+    edited_at = message.edited_at
+
+    def failed(exc: ChatsiteError) -> HttpResponse:
+        message.refresh_from_db(fields=["edited_at"])
+        if message.edited_at != edited_at:
+            # The edit was applied and only the new reply failed: show it in the conversation.
+            return _render_detail(request, session, error=exc, saved=True, status=exc.status)
+        form.add_error("content", exc.detail)
+        return page()
+
+    try:
+        _, reply, job = services.message_edit(
+            session=session, user=request.user, message_id=message.message_id, content=form.cleaned_data["content"]
+        )
+    except ChatsiteError as exc:
+        return failed(exc)
+    return AwaitReply(reply, job, lambda reply, exc: failed(exc) if exc else redirect(_message_url(session, reply)))
