@@ -26,11 +26,12 @@ run: migrate
 	@echo
 	DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-# Production-like: gunicorn with gthread workers (gunicorn.conf.py), static files from whitenoise.
+# Production-like: gunicorn with uvicorn workers (gunicorn.conf.py, ASGI), static files from whitenoise;
+# every other setting from the environment (GUNICORN_WORKERS or WEB_CONCURRENCY, DATABASE_URL, ...).
 serve: migrate
 	DEBUG=1 $(BIN)/python manage.py seed_demo
-	@echo "chatsite (gunicorn, gthread) on http://$(HOST):$(PORT)/"
-	DEBUG=1 GUNICORN_BIND=$(HOST):$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py chatsite.wsgi
+	@echo "chatsite (gunicorn, uvicorn workers) on http://$(HOST):$(PORT)/"
+	DEBUG=1 GUNICORN_BIND=$(HOST):$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import os
 import threading
 import time
 from collections import Counter, defaultdict
@@ -678,11 +679,19 @@ def _notifications_possible() -> bool:
     return connection.vendor == "postgresql"
 
 
+def listener_name() -> str:
+    """The listener's application_name in pg_stat_activity: which process it belongs to."""
+    return f"chatsite listener {os.getpid()}"
+
+
 def _listen_conninfo() -> str:
     """Where the listener connects: LISTEN needs a session of its own (not a PgBouncer transaction)."""
+    import psycopg.conninfo
+
     from chatsite.database import conninfo
 
-    return settings.DATABASE_LISTEN_URL or conninfo()
+    base = settings.DATABASE_LISTEN_URL or conninfo()
+    return psycopg.conninfo.make_conninfo(base, application_name=listener_name())
 
 
 def notify(payload: str) -> None:

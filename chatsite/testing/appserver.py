@@ -104,12 +104,15 @@ def production_env(media_root: Path, **overrides: str) -> dict[str, str]:
 
 
 def other_connections() -> int:
-    """Connections to the test database besides this process's own."""
+    """Connections to the test database besides this process's own (and its reply runtime's listener)."""
+    from sessions_app.runtime import listener_name
+
     with connection.cursor() as cursor:
         cursor.execute(
             # Clients only: an autovacuum worker in the database is no one's connection.
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND backend_type = 'client backend'"
+            "AND backend_type = 'client backend' AND application_name <> %s",
+            [listener_name()],
         )
         return cursor.fetchone()[0]
 
