@@ -27,7 +27,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,8 +34,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -57,21 +55,13 @@ URL = common.setup(database_url())
 import psutil
 import psycopg
 import requests
-from django.conf import settings
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-from django.contrib.sessions.backends.db import SessionStore
-from django.contrib.sessions.models import Session
-from django.core.management import call_command
-from django.db import connections, models
-from django.utils import timezone
-from django.utils.crypto import get_random_string
+from django.db import connections
 
-from accounts.models import User
-from billing.models import SubscriptionType, UsageEvent, UserSubscription
-from chatbots.models import AIModel, Chatbot
+from bench.common import Process, nearest_rank
+from bench.fixtures import People, end_leftovers, new_chats, prepare, sends_for
+from billing.models import UsageEvent
 from chatsite.testing.appserver import free_port, production_env
-from sessions_app.lifecycle import reply_reap
-from sessions_app.models import ChatMessage, ChatSession
+from sessions_app.models import ChatMessage
 
 SECTION = common.CAPACITY_SECTION
 NS = [100, 250, 500, 1000, 2000]
@@ -126,160 +116,7 @@ SERVERS = {
 }  # fmt: skip
 
 
-# The database: users, chats, signed-in sessions.
-
-
-@dataclass
-class People:
-    tier: SubscriptionType
-    model: AIModel
-    chatbot: Chatbot
-    users: list[User]
-    warm_users: list[User]
-    sessions: dict[int, str]  # user id -> session key
-    csrf: str = field(default_factory=lambda: get_random_string(32))
-
-
-def prepare(count: int) -> People:
-    """Migrate; the tier, model and chatbot; `count` users (and a few to warm up with), each signed in."""
-    call_command("migrate", verbosity=0, interactive=False)
-    tier, _ = SubscriptionType.objects.update_or_create(
-        sku="CAPACITY",
-        defaults={
-            "name": "Capacity benchmark",
-            "duration_days": 3650,
-            # Every limit set, none ever reached: every send still checks them all.
-            **{f.name: 10**12 for f in SubscriptionType._meta.fields if isinstance(f, models.PositiveBigIntegerField)},
-            "max_openrouter_cost_usd": Decimal(10**9),
-        },
-    )
-    model, _ = AIModel.objects.update_or_create(
-        model_id="bench/capacity",
-        defaults={
-            "name": "Capacity upstream",
-            "provider": AIModel.Provider.OPENAI,
-            "api_base": "",  # AI_BASE_URL, the run's upstream
-            "prompt_price_per_million": Decimal(2),
-            "completion_price_per_million": Decimal(6),
-            "context_length": 8192,
-            "is_active": True,
-        },
-    )
-    chatbot, _ = Chatbot.objects.update_or_create(
-        name="Capacity assistant", defaults={"system_prompt": "You are a helpful assistant.", "is_active": True}
-    )
-    emails = [f"capacity{n:05d}@bench.example" for n in range(count)] + [
-        f"capacity-warm{n}@bench.example" for n in range(WARM_UPS)
-    ]
-    User.objects.bulk_create([User(email=email, name=email, password="!") for email in emails], ignore_conflicts=True)
-    by_email = User.objects.in_bulk(emails, field_name="email")
-    now = timezone.now()
-    subscribed = set(UserSubscription.objects.filter(subscription_type=tier).values_list("user_id", flat=True))
-    UserSubscription.objects.bulk_create(
-        UserSubscription(user=user, subscription_type=tier, start_date=now - timedelta(days=1),
-                         end_date=now + timedelta(days=3650))
-        for user in by_email.values() if user.pk not in subscribed
-    )  # fmt: skip
-    # Signed in as a login would, without hashing N passwords or posting N logins.
-    Session.objects.filter(expire_date__lt=now).delete()
-    sessions, rows = {}, []
-    for user in by_email.values():
-        data = {
-            SESSION_KEY: str(user.pk),
-            BACKEND_SESSION_KEY: settings.AUTHENTICATION_BACKENDS[0],
-            HASH_SESSION_KEY: user.get_session_auth_hash(),
-        }
-        key = get_random_string(32)
-        expires = now + timedelta(days=1)
-        rows.append(Session(session_key=key, session_data=SessionStore().encode(data), expire_date=expires))
-        sessions[user.pk] = key
-    Session.objects.bulk_create(rows)
-    users = [by_email[email] for email in emails[:count]]
-    warm = [by_email[email] for email in emails[count:]]
-    return People(tier=tier, model=model, chatbot=chatbot, users=users, warm_users=warm, sessions=sessions)
-
-
-def new_chats(people: People, users: list[User]) -> list[int]:
-    chats = ChatSession.objects.bulk_create(
-        ChatSession(user=user, chatbot=people.chatbot, ai_model=people.model) for user in users
-    )
-    return [chat.pk for chat in chats]
-
-
-def end_leftovers() -> int:
-    """End every reply still `generating` (no server runs now): keep its text, settle or release its usage."""
-    ended = 0
-    for pk in ChatMessage.objects.filter(status=ChatMessage.Status.GENERATING).values_list("pk", flat=True):
-        ended += reply_reap(pk, older_than=timedelta(0))
-    return ended
-
-
-# Processes.
-
-
-class Process:
-    """A server or upstream in a process group of its own, its output in bench/.work/."""
-
-    def __init__(self, name: str, command: list[str], *, cwd: Path, env: dict[str, str]) -> None:
-        self.name, self.command, self.cwd, self.env = name, command, cwd, env
-        self.popen: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(common.WORK / f"{self.name}.log", "wb") as log:
-            self.popen = subprocess.Popen(
-                self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def log(self) -> str:
-        return (common.WORK / f"{self.name}.log").read_text(errors="replace")[-3000:]
-
-    def wait_ready(self, url: str, seconds: float = 60) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode} while starting:\n{self.log()}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(url, timeout=2).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} was not ready at {url} within {seconds:.0f} s:\n{self.log()}")
-
-    def workers(self) -> list[psutil.Process]:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            return psutil.Process(self.popen.pid).children(recursive=True)
-        return []
-
-    def stop(self) -> None:
-        """SIGTERM (a graceful stop), SIGKILL to the whole group if it lingers; return once none of it is left."""
-        if self.popen is None:
-            return
-        group = self.popen.pid  # start_new_session: the group id is the first process's pid
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                _kill_group(group)
-                self.popen.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while _group_alive(group):
-            if time.monotonic() > deadline:
-                _kill_group(group)
-                deadline = time.monotonic() + 10
-            time.sleep(0.1)
-
-
-def _group_alive(group: int) -> bool:
-    for process in psutil.process_iter(["status"]):
-        with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if process.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(process.pid) == group:
-                return True
-    return False
-
-
-def _kill_group(group: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGKILL)
+# The source tree a server runs from.
 
 
 @contextlib.contextmanager
@@ -410,15 +247,6 @@ def run_client(plan: dict, name: str) -> dict:
     return json.loads(results_path.read_text())
 
 
-def sends_for(people: People, users: list[User], chats: list[int], label: str) -> list[dict]:
-    cookies = f"{settings.SESSION_COOKIE_NAME}={{}}; {settings.CSRF_COOKIE_NAME}={people.csrf}"
-    return [
-        {"chat": chat, "message": f"{label} user {i} {get_random_string(8)}",
-         "cookie": cookies.format(people.sessions[user.pk]), "csrf": people.csrf}
-        for i, (user, chat) in enumerate(zip(users, chats, strict=True))
-    ]  # fmt: skip
-
-
 def run_one(name: str, server: Server, tree: Path, n: int, people: People, *, ramp: float, cut_after: float) -> dict:
     """Start the upstream and the server, warm up, load with N sends, stop them, check the database."""
     label = f"{name}-{n}"
@@ -503,14 +331,6 @@ def check_database(chats: list[int], results: list[dict], sent: dict) -> dict:
         "usage": dict(Counter(usage.values())),
         "chats_without_reply": len(chats) - len(replies),
     }
-
-
-def nearest_rank(values: list[float], q: float) -> float:
-    """The smallest value at or above which a fraction q of `values` lies (math.inf counts as endless)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def figures(*, n, client, monitor, database, sent, upstream, notes) -> dict:
@@ -715,7 +535,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown servers {unknown}; known: {', '.join(SERVERS)}")
 
-    people = prepare(max(ns))
+    people = prepare(max(ns), warm_ups=WARM_UPS)
     store = json.loads(STORE.read_text()) if STORE.exists() else {}
     for name in names:
         server = SERVERS[name]

@@ -2,8 +2,10 @@
 
 import contextlib
 import json
+import math
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -93,6 +95,14 @@ def percentiles(times: list[float]) -> dict[str, float]:
     return {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98], "mean": statistics.fmean(times)}
 
 
+def nearest_rank(values: list[float], q: float) -> float:
+    """The smallest value at or above which a fraction q of `values` lies (math.inf counts as endless)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
 def write_section(heading: str, text: str, *, before: str | None = None) -> None:
     """Replace the section under `heading` (up to the next "## ") in BENCHMARKS.md, or add it.
 
@@ -110,6 +120,71 @@ def write_section(heading: str, text: str, *, before: str | None = None) -> None
     else:
         current = current.rstrip() + "\n\n" + section
     BENCHMARKS.write_text(current.rstrip() + "\n")
+
+
+class Process:
+    """A server or upstream in a process group of its own, its output in bench/.work/<name>.log."""
+
+    def __init__(self, name: str, command: list[str], *, cwd: Path, env: dict[str, str]) -> None:
+        self.name, self.command, self.cwd, self.env = name, command, cwd, env
+        self.popen: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(WORK / f"{self.name}.log", "wb") as log:
+            self.popen = subprocess.Popen(
+                self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def log(self) -> str:
+        return (WORK / f"{self.name}.log").read_text(errors="replace")[-3000:]
+
+    def wait_ready(self, url: str, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode} while starting:\n{self.log()}")
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(url, timeout=2).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} was not ready at {url} within {seconds:.0f} s:\n{self.log()}")
+
+    def workers(self) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return psutil.Process(self.popen.pid).children(recursive=True)
+        return []
+
+    def stop(self) -> None:
+        """SIGTERM (a graceful stop), SIGKILL to the whole group if it lingers; return once none of it is left."""
+        if self.popen is None:
+            return
+        group = self.popen.pid  # start_new_session: the group id is the first process's pid
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                _kill_group(group)
+                self.popen.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _group_alive(group):
+            if time.monotonic() > deadline:
+                _kill_group(group)
+                deadline = time.monotonic() + 10
+            time.sleep(0.1)
+
+
+def _group_alive(group: int) -> bool:
+    for process in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if process.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(process.pid) == group:
+                return True
+    return False
+
+
+def _kill_group(group: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
 
 
 class Upstream:
