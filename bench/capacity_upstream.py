@@ -7,7 +7,8 @@
 the wall-clock time it was written, fixed width ("[1732171234.123456] "), so a client on
 this machine can tell how late each piece reached it; then a finish chunk, a usage chunk and
 `data: [DONE]`. Without "stream" it answers the same pieces at once as one completion. A
-request whose last user message starts with "warm-up" gets its pieces back to back.
+request whose last user message starts with "warm-up" gets its pieces back to back; one whose
+last user message says "pieces=N" or "delay=S" gets N pieces, or S s between them, instead.
 
 One asyncio process (uvloop when installed) with a timer per piece and no task per stream,
 so thousands of streams cost little. `GET /stats` reports streams begun, finished, cut and at
@@ -20,12 +21,14 @@ what its clients received and what chatsite saved. `GET /v1/models` answers for 
 import argparse
 import asyncio
 import json
+import re
 import resource
 import socket
 import time
 
 PIECE_WIDTH = 20  # "[1732171234.123456] " until the year 2286
 WARM_UP = "warm-up"
+OPTION = re.compile(r"\b(pieces|delay)=(\d+(?:\.\d+)?)\b")
 MODEL = "bench/capacity"
 
 
@@ -146,8 +149,16 @@ class Upstream(asyncio.Protocol):
             self.transport.write(head.encode() + b"\r\n" + data)
         self.done()
 
+    def shape(self, key: str) -> tuple[int, float]:
+        """How many pieces this request gets and how far apart: the server's, unless its message says."""
+        options = dict(OPTION.findall(key))
+        pieces = int(float(options.get("pieces", self.pieces)))
+        delay = 0.0 if key.startswith(WARM_UP) else float(options.get("delay", self.delay))
+        return max(1, pieces), delay
+
     def complete(self, request: dict) -> None:
-        text = "".join(stamp() for _ in range(self.pieces))
+        pieces, _ = self.shape(key_of(request))
+        text = "".join(stamp() for _ in range(pieces))
         self.stats.sent[key_of(request)] = {"text": text, "complete": True}
         self.send_json(
             200,
@@ -157,7 +168,7 @@ class Upstream(asyncio.Protocol):
                 "created": int(time.time()),
                 "model": request.get("model", MODEL),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": self.pieces, "total_tokens": 10 + self.pieces},
+                "usage": {"prompt_tokens": 10, "completion_tokens": pieces, "total_tokens": 10 + pieces},
             },
         )
 
@@ -182,7 +193,7 @@ class Upstream(asyncio.Protocol):
             + chunk(role.encode())
         )
         loop = asyncio.get_running_loop()
-        delay = 0.0 if key.startswith(WARM_UP) else self.delay
+        pieces, delay = self.shape(key)
         started = loop.time()
         parts: list[str] = []
 
@@ -196,11 +207,11 @@ class Upstream(asyncio.Protocol):
             stats.late.append(loop.time() - due)
             parts.append(stamp())
             self.transport.write(chunk(before + parts[-1].encode() + after))
-            if i + 1 < self.pieces:
+            if i + 1 < pieces:
                 following = started + delay * (i + 2)
                 loop.call_at(following, piece, i + 1, following)
                 return
-            usage = {"prompt_tokens": 10, "completion_tokens": self.pieces, "total_tokens": 10 + self.pieces}
+            usage = {"prompt_tokens": 10, "completion_tokens": pieces, "total_tokens": 10 + pieces}
             ending = (
                 head + '"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
                 + head + f'"choices":[],"usage":{json.dumps(usage)}}}\n\n'
