@@ -288,7 +288,7 @@ async def _finish(live: LiveReply, outcome: Outcome) -> Finished:
         try:
             return await db(lifecycle.reply_finish, job=live.job, outcome=outcome, touch=True, title=live.title)
         except (OperationalError, InterfaceError):
-            if connection.in_atomic_block or time.monotonic() + pause > deadline:
+            if time.monotonic() + pause > deadline:
                 raise
             logger.warning("reply %s: the database is unavailable; finishing again in %.1f s", live.pk, pause)
         await asyncio.sleep(pause)
@@ -650,9 +650,6 @@ class _Runtime:
             _executor.submit(connections_release).result()
             _executor.shutdown(wait=True)
             _executor = None
-
-    def idle(self) -> bool:
-        return not _live
 
 
 _runtime = _Runtime()
