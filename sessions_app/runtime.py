@@ -90,6 +90,15 @@ def connections_release() -> None:
             opened.close()
 
 
+def sync_step(fn: Callable) -> Callable:
+    """`fn` as an awaitable step of an async view: run in the request's thread, its connections given back after."""
+
+    def releasing(*args, **kwargs):
+        return _call_releasing(fn, args, kwargs)
+
+    return sync_to_async(releasing)
+
+
 def _call_releasing(fn: Callable, args: tuple, kwargs: dict) -> Any:
     try:
         return fn(*args, **kwargs)

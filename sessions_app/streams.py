@@ -8,7 +8,6 @@ follows it; a JSON answer waits for the reply without holding a thread or a conn
 
 import functools
 
-from asgiref.sync import sync_to_async
 from rest_framework.response import Response
 
 from chatsite.api import exception_handler
@@ -24,13 +23,7 @@ REPLY_ENDPOINTS = {"chat-session-send", "chat-session-regenerate", "chat-session
 def reply_endpoint(drf_view):
     """An async view that runs `drf_view` (a DRF action answering ReplyStarted) and then its reply."""
 
-    def drf_releasing(request, *args, **kwargs):
-        try:
-            return drf_view(request, *args, **kwargs)
-        finally:
-            runtime.connections_release()
-
-    drf_part = sync_to_async(drf_releasing)
+    drf_part = runtime.sync_step(drf_view)
 
     # wraps() keeps the DRF view's attributes: drf-spectacular documents it, and its csrf_exempt
     # holds, since DRF checks CSRF itself (for signed-in users; anonymous ones get 401).

@@ -184,13 +184,7 @@ class AwaitReply:
 def page_with_reply(sync_view):
     """An async page view around `sync_view`, which may answer AwaitReply: no request thread waits on the model."""
 
-    def sync_step(request, *args, **kwargs):
-        try:
-            return sync_view(request, *args, **kwargs)
-        finally:
-            runtime.connections_release()
-
-    run_sync_step = sync_to_async(sync_step)
+    run_sync_step = runtime.sync_step(sync_view)
 
     @functools.wraps(sync_view)
     async def view(request, *args, **kwargs):

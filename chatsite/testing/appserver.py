@@ -122,3 +122,25 @@ def wait_connections_gone(timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while other_connections() and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+def sign_in(base_url: str, email: str, password: str) -> dict[str, str]:
+    """Sign in over HTTP; return the cookies (session and the CSRF token rotated by the login)."""
+    with requests.Session() as http:
+        http.get(f"{base_url}/api/auth/csrf/", timeout=10).raise_for_status()
+        response = http.post(
+            f"{base_url}/api/auth/login/",
+            json={"email": email, "password": password},
+            headers={"X-CSRFToken": http.cookies["csrftoken"]},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return http.cookies.get_dict()
+
+
+def http_session(cookies: dict[str, str]) -> requests.Session:
+    """A requests session with these cookies that sends their CSRF token."""
+    http = requests.Session()
+    http.cookies.update(cookies)
+    http.headers["X-CSRFToken"] = cookies["csrftoken"]
+    return http

@@ -35,7 +35,8 @@ from billing.tests.factories import SubscriptionTypeFactory
 from chatbots.providers.base import estimate_tokens
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
 from chatsite.middleware import UNAVAILABLE
-from chatsite.testing.appserver import BOOT_SECONDS, AppServer, production_env, wait_connections_gone
+from chatsite.testing import appserver
+from chatsite.testing.appserver import BOOT_SECONDS, AppServer, http_session, production_env, wait_connections_gone
 from chatsite.testing.sse import arriving, events_only, parse_events
 from sessions_app import lifecycle, runtime, selectors, streaming
 from sessions_app.models import ChatMessage, ReplyPiece
@@ -189,24 +190,7 @@ def test_an_upstream_killed_mid_reply_keeps_the_partial_text_and_charges_it_once
 
 
 def sign_in(base_url: str, email: str) -> dict[str, str]:
-    """Sign in over HTTP; return the cookies (session and the CSRF token rotated by the login)."""
-    with requests.Session() as http:
-        http.get(f"{base_url}/api/auth/csrf/", timeout=10).raise_for_status()
-        response = http.post(
-            f"{base_url}/api/auth/login/",
-            json={"email": email, "password": PASSWORD},
-            headers={"X-CSRFToken": http.cookies["csrftoken"]},
-            timeout=10,
-        )
-        assert response.status_code == 200, response.text
-        return http.cookies.get_dict()
-
-
-def http_session(cookies: dict[str, str]) -> requests.Session:
-    http = requests.Session()
-    http.cookies.update(cookies)
-    http.headers["X-CSRFToken"] = cookies["csrftoken"]
-    return http
+    return appserver.sign_in(base_url, email, PASSWORD)
 
 
 HANG_TIMEOUT = 2.0

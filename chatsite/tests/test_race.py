@@ -22,7 +22,7 @@ from billing.quotas import floor_hour
 from billing.services import subscription_assign
 from billing.tests.factories import SubscriptionTypeFactory, UsageEventFactory
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
-from chatsite.testing.appserver import BOOT_SECONDS, AppServer, production_env, wait_connections_gone
+from chatsite.testing.appserver import BOOT_SECONDS, AppServer, production_env, sign_in, wait_connections_gone
 from sessions_app.models import ChatMessage
 from sessions_app.tests.factories import ChatSessionFactory
 
@@ -64,18 +64,8 @@ def servers(transactional_db, tmp_path):
         wait_connections_gone()
 
 
-def _log_in(server: AppServer, email: str) -> dict[str, str]:
-    """Sign in over HTTP; return the cookies (session and the CSRF token rotated by the login)."""
-    with requests.Session() as http:
-        http.get(f"{server.url}/api/auth/csrf/", timeout=REQUEST_SECONDS).raise_for_status()
-        response = http.post(
-            f"{server.url}/api/auth/login/",
-            json={"email": email, "password": PASSWORD},
-            headers={"X-CSRFToken": http.cookies["csrftoken"]},
-            timeout=REQUEST_SECONDS,
-        )
-        assert response.status_code == 200, response.text
-        return http.cookies.get_dict()
+def _sign_in(server: AppServer, email: str) -> dict[str, str]:
+    return sign_in(server.url, email, PASSWORD)
 
 
 def _burst(pair: list[AppServer], cookies: dict[str, str], session_pk: int) -> list[requests.Response]:
@@ -113,7 +103,7 @@ def test_concurrent_sends_across_two_app_servers_never_pass_the_quota(servers):
     subscription_assign(user=user, subscription_type=tier)
     chatbot = ChatbotFactory()
     model = AIModelFactory(provider="demo", is_free=False)
-    cookies = _log_in(servers[0], user.email)
+    cookies = _sign_in(servers[0], user.email)
 
     for round_number in range(1, ROUNDS + 1):
         # A fresh start each round: only the USED_BEFORE messages of this hour count.

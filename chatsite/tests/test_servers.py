@@ -23,7 +23,15 @@ from billing.services import subscription_assign
 from billing.tests.factories import SubscriptionTypeFactory
 from chatbots.providers.base import estimate_tokens
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
-from chatsite.testing.appserver import BOOT_SECONDS, AppServer, other_connections, production_env, wait_connections_gone
+from chatsite.testing.appserver import (
+    BOOT_SECONDS,
+    AppServer,
+    http_session,
+    other_connections,
+    production_env,
+    sign_in,
+    wait_connections_gone,
+)
 from chatsite.testing.upstream import StubUpstream
 from sessions_app.models import ChatMessage, ReplyPiece
 from sessions_app.tests.factories import ChatSessionFactory
@@ -88,17 +96,7 @@ def chat():
 
 
 def signed_in(server: AppServer, email: str) -> requests.Session:
-    http = requests.Session()
-    http.get(f"{server.url}/api/auth/csrf/", timeout=TIMEOUT).raise_for_status()
-    response = http.post(
-        f"{server.url}/api/auth/login/",
-        json={"email": email, "password": PASSWORD},
-        headers={"X-CSRFToken": http.cookies["csrftoken"]},
-        timeout=TIMEOUT,
-    )
-    assert response.status_code == 200, response.text
-    http.headers["X-CSRFToken"] = http.cookies["csrftoken"]
-    return http
+    return http_session(sign_in(server.url, email, PASSWORD))
 
 
 class Reader:
