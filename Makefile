@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-requirements
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run serve test fuzz lint migrate bench load capacity clean
+.PHONY: setup run serve test fuzz lint migrate bench load capacity replies clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ load: setup
 # --capacity-servers threads" narrows it.
 capacity: setup
 	$(BIN)/python bench/run.py --only capacity $(CAPACITY_ARGS)
+
+# Also a part of `make bench`, after capacity: on two app servers, how fast a stop made on one ends a reply
+# running on the other, how late a follower on one gets the pieces of a reply running on the other, and the
+# bytes of WAL a reply writes; about 4 minutes, in a database of its own (chatsite_bench_replies).
+replies: setup
+	$(BIN)/python bench/run.py --only replies
 
 clean:
 	rm -rf $(VENV) db.sqlite3 media staticfiles

@@ -24,6 +24,7 @@ BENCHMARKS = ROOT / "BENCHMARKS.md"
 WORK = ROOT / "bench" / ".work"  # clients, samples and logs of the last run; not committed
 DEFAULT_URL = "postgres://chatsite:chatsite@127.0.0.1:5432/chatsite_bench_app"
 CAPACITY_SECTION = "## Capacity: streamed replies at once"  # written by bench/capacity.py
+REPLIES_SECTION = "## Replies across servers"  # written by bench/replies.py
 
 
 def setup(url: str | None = None) -> str:

@@ -4,6 +4,7 @@
     .venv/bin/python bench/run.py --only load    # the 100-client soak alone (make load)
     .venv/bin/python bench/run.py --only capacity [--capacity-n 100,250] [--capacity-servers threads]
                                                  # streamed replies at once (make capacity)
+    .venv/bin/python bench/run.py --only replies     # stops, followers and bytes across two servers (make replies)
 
 On the data set of bench/dataset.py (built in PostgreSQL once, then reused), it starts two
 local OpenAI-compatible upstreams (one answers at once; the other, for streamed sends, sends
@@ -16,7 +17,9 @@ local OpenAI-compatible upstreams (one answers at once; the other, for streamed 
    requests (latency), then 20 clients back to back (throughput);
 4. soaks the app with 100 clients for 60 s (bench/load.py) and checks the database after;
 5. with those servers stopped, measures how many 10-second streamed replies each server holds
-   at once (bench/capacity.py, in a database of its own; it starts its own servers).
+   at once (bench/capacity.py, in a database of its own; it starts its own servers);
+6. then, on two app servers of its own, how fast a stop and a reply's pieces reach the server
+   that needs them, and the bytes a reply writes (bench/replies.py, in a database of its own).
 
 Each part replaces its own section of BENCHMARKS.md; the summary against SPEC 8 comes first.
 """
@@ -56,7 +59,8 @@ QUERIES = "## SQL statements per request"
 QUOTA = "## Quota reservation: 0 vs 1,000,000 ledger rows"
 MISSES = "## Targets not met, and why"  # written by hand; kept in its place
 CAPACITY = common.CAPACITY_SECTION
-ORDER = [SUMMARY, MISSES, CAPACITY, ENDPOINTS, QUERIES, load.SECTION, QUOTA]
+REPLIES = common.REPLIES_SECTION
+ORDER = [SUMMARY, MISSES, CAPACITY, REPLIES, ENDPOINTS, QUERIES, load.SECTION, QUOTA]
 SCENARIOS = [  # (locust user class, what it measures)
     ("ListSessions", "list sessions"),
     ("ListMessages", "list messages"),
@@ -234,6 +238,12 @@ def capacity_run(args) -> bool:
     return subprocess.run(command, check=False).returncode == 0
 
 
+def replies_run() -> bool:
+    """bench/replies.py in a process of its own (another database; it bounds its own time); False if it failed."""
+    print("bench: replies across servers ...", flush=True)
+    return subprocess.run([sys.executable, str(common.ROOT / "bench" / "replies.py")], check=False).returncode == 0
+
+
 def capacity_figures() -> dict:
     """From the capacity section: the largest N per server, and the server SPEC 8 is judged on."""
     text = common.BENCHMARKS.read_text()
@@ -310,7 +320,9 @@ def summary_section(*, results, counted, upstream, quota, soak, note) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["load", "capacity"], help="run only the soak (make load) or capacity")
+    parser.add_argument(
+        "--only", choices=["load", "capacity", "replies"], help="run only the soak (make load), capacity or replies"
+    )
     parser.add_argument("--seconds", type=int, default=20, help="length of each locust run (default 20)")
     parser.add_argument("--soak-clients", type=int, default=100)
     parser.add_argument("--soak-seconds", type=int, default=60)
@@ -319,10 +331,11 @@ def main() -> None:
     parser.add_argument("--capacity-servers", help="comma-separated, of threads, uvicorn, granian (default all)")
     parser.add_argument("--capacity-ramp", type=float, default=5.0, help="seconds over which N sends start")
     parser.add_argument("--no-capacity", action="store_true", help="keep the capacity section BENCHMARKS.md has")
+    parser.add_argument("--no-replies", action="store_true", help="keep the replies section BENCHMARKS.md has")
     args = parser.parse_args()
 
-    if args.only == "capacity":
-        ok = capacity_run(args)
+    if args.only in ("capacity", "replies"):
+        ok = capacity_run(args) if args.only == "capacity" else replies_run()
         common.order_sections(ORDER)
         sys.exit(0 if ok else 1)
 
@@ -350,6 +363,8 @@ def main() -> None:
     common.write_section(QUERIES, queries_section(counted), before=QUOTA)
     if not args.no_capacity and not capacity_run(args):
         print("bench: the capacity run failed; its section of BENCHMARKS.md is as it was", flush=True)
+    if not args.no_replies and not replies_run():
+        print("bench: the replies run failed; its section of BENCHMARKS.md is as it was", flush=True)
     summary = summary_section(
         results=results, counted=counted, upstream=upstream, quota=quota_figures(), soak=soak, note=note
     )
