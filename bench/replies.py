@@ -29,6 +29,7 @@ are deleted at the end. The results replace the replies section of BENCHMARKS.md
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -38,7 +39,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -82,6 +83,7 @@ EARLIER_FLUSH_SECONDS = 0.5  # FLUSH_INTERVAL of sessions_app/generation.py at c
 POLL_SECONDS = 0.02  # how often the pieces of a reply are read while it runs
 TARGETS = {"stop_ms": 100.0, "follow_ms": 50.0}
 STORE = common.WORK / "replies.json"
+CATALOGS = "system catalogs"
 # The tables a send and its reply write to.
 REPLY_TABLES = [
     "sessions_app_replypiece", "sessions_app_chatmessage", "sessions_app_chatsession", "billing_usageevent",
@@ -371,6 +373,8 @@ async def wal_records(db: psycopg.AsyncConnection, start, end) -> dict | None:
     None without pg_walinspect. A record counts with the space it takes (end - start LSN:
     alignment and page headers included); its full-page images separately.
     """
+    if str(start) == str(end):  # nothing written; pg_walinspect refuses an empty range
+        return {"parts": {}, "fpi": {}, "piece_inserts": 0, "catalogs": 0, "checkpoints": 0}
     deadline = time.monotonic() + 10  # pg_walinspect reads only what is flushed
     while await _scalar(db, "SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), %s) < 0", [end]):
         if time.monotonic() > deadline:
@@ -390,37 +394,46 @@ async def wal_records(db: psycopg.AsyncConnection, start, end) -> dict | None:
     parts: Counter[str] = Counter()
     fpi: Counter[str] = Counter()
     ours: set[int] = set()
-    piece_rows = 0  # one per flush of the reply
+    piece_rows = catalogs = checkpoints = 0  # piece rows: one per flush of the reply
     for length, fpi_length, xid, manager, kind, block_ref in rows:
         refs = re.findall(r"rel \d+/(\d+)/(\d+)", block_ref or "")
-        if refs and int(refs[0][0]) == database:
-            table = tables.get(int(refs[0][1]), "other relations")
-            parts[table] += int(length)
-            fpi[table] += fpi_length or 0
-            ours.add(xid)
-            piece_rows += table == ReplyPiece._meta.db_table and manager == "Heap" and kind.startswith("INSERT")
+        checkpoints += manager == "XLOG" and kind.startswith("CHECKPOINT")
+        if not refs or int(refs[0][0]) != database:
+            continue
+        table = tables.get(int(refs[0][1]), "other relations")
+        if table == CATALOGS:
+            catalogs += int(length)  # autovacuum at work on them: nothing a reply writes
+            continue
+        parts[table] += int(length)
+        fpi[table] += fpi_length or 0
+        ours.add(xid)
+        piece_rows += table == ReplyPiece._meta.db_table and manager == "Heap" and kind.startswith("INSERT")
     for length, _, xid, manager, _, _ in rows:
         if manager == "Transaction" and xid in ours - {0}:
             parts["commits"] += int(length)
-    return {"parts": dict(parts), "fpi": dict(fpi), "piece_inserts": piece_rows}
+    return {
+        "parts": dict(parts), "fpi": dict(fpi), "piece_inserts": piece_rows, "catalogs": catalogs,
+        "checkpoints": checkpoints,
+    }  # fmt: skip
 
 
 async def relation_tables(db: psycopg.AsyncConnection) -> dict[int, str]:
     """Each relation file of this database by the table it belongs to (an index's, a TOAST table's)."""
     cursor = await db.execute(
-        "SELECT c.oid, pg_relation_filenode(c.oid), c.relname, i.indrelid, owner.oid FROM pg_class c"
+        "SELECT c.oid, pg_relation_filenode(c.oid), c.relname, i.indrelid, owner.oid,"
+        " c.relnamespace IN ('pg_catalog'::regnamespace, 'pg_toast'::regnamespace) FROM pg_class c"
         " LEFT JOIN pg_index i ON i.indexrelid = c.oid LEFT JOIN pg_class owner ON owner.reltoastrelid = c.oid"
     )
     rows = await cursor.fetchall()
-    by_oid = {oid: (name, index_of, toast_of) for oid, _, name, index_of, toast_of in rows}
+    by_oid = {oid: (name, index_of, toast_of, system) for oid, _, name, index_of, toast_of, system in rows}
 
     def table(oid: int) -> str:
-        name, index_of, toast_of = by_oid[oid]
+        name, index_of, toast_of, system = by_oid[oid]
         if index_of is not None:
             return table(index_of)
         if toast_of is not None:
             return table(toast_of)
-        return name
+        return CATALOGS if system else name
 
     return {relfilenode: table(oid) for oid, relfilenode, *_ in rows if relfilenode}
 
@@ -453,6 +466,22 @@ def quiet_database() -> None:
     with psycopg.connect(URL, autocommit=True) as db:
         db.execute("VACUUM ANALYZE")
         db.execute("CHECKPOINT")
+
+
+@contextlib.contextmanager
+def wal_kept() -> Iterator[bool]:
+    """Keep the WAL written from now on, until the block ends: a temporary replication slot, gone with its connection.
+
+    Checkpoints that other work on this server asks for (CREATE and DROP DATABASE do) would
+    otherwise remove the WAL before pg_walinspect has read it. Yields False if there can be no slot.
+    """
+    with psycopg.connect(URL, autocommit=True) as db:
+        try:
+            db.execute("SELECT pg_create_physical_replication_slot(%s, true, true)", [f"chatsite_bench_{os.getpid()}"])
+        except psycopg.Error:
+            yield False
+        else:
+            yield True
 
 
 def autovacuum(*, on: bool) -> None:
@@ -537,7 +566,8 @@ def wal_figures(run: dict) -> dict:
             ours=ours, ours_x=ours / size, fpi=fpi, without_fpi_x=(ours - fpi) / size,
             pieces_wal=pieces, pieces_wal_x=pieces / size, flushes=rows,
             per_row=(pieces - figures["seen_bytes"]) / rows if rows else math.nan,
-            elsewhere=run["wal"] - ours, parts=parts, fpis=fpis,
+            elsewhere=run["wal"] - ours, parts=parts, fpis=fpis, checkpoints=records["checkpoints"],
+            catalogs=records["catalogs"],
             vacuum=sum(run["vacuum_records"]["parts"].values()) if run["vacuum_records"] else run["vacuum"],
             vacuum_fpi=sum(run["vacuum_records"]["fpi"].values()) if run["vacuum_records"] else math.nan,
         )  # fmt: skip
@@ -634,26 +664,31 @@ def section(store: dict) -> str:
         " (`pg_current_wal_lsn()`) before the send and after the reply has ended and been settled,"
         " `pg_wal_lsn_diff` of the two. That is the whole cluster's WAL, so the records are also split"
         " with `pg_walinspect`: those of this database's tables (indexes and TOAST with their table) and"
-        " the commits of their transactions; *elsewhere* is the rest (other databases, the server's own"
-        " records). The database is vacuumed and checkpointed first, then one untimed reply touches its"
-        " pages, so the full-page images a checkpoint brings are paid before the timed replies (columns"
-        " *full-page images*). *×* is a multiple of the reply's final size. The send writes the user's"
-        " message, the reply row and the reservation too, so a reply's bytes include them.",
+        " the commits of their transactions; *elsewhere* is the rest (other databases, autovacuum on this"
+        " database's system catalogs, the server's own records); a temporary replication slot keeps the WAL"
+        " until it is read. The database is vacuumed and checkpointed first, then one untimed reply"
+        " touches its pages, so the full-page images that follow a checkpoint are paid before the timed"
+        " replies, unless other work on the server asks for a checkpoint meanwhile (CREATE and DROP"
+        " DATABASE do; column *checkpoints*): the first change to a page after one logs the whole 8 kB"
+        " page. *× without them* is the steady figure. *×* is a multiple of the reply's final size. The"
+        " send writes the user's message, the reply row and the reservation too, so a reply's bytes"
+        " include them.",
         "",
-        "| reply | final size B | WAL, cluster B | elsewhere B | this database B | × | full-page images B"
-        " | × without them | pieces' table B | × | VACUUM right after B (full-page images) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| reply | final size B | WAL, cluster B | elsewhere B | this database B | × | checkpoints | full-page"
+        " images B | × without them | pieces' table B | × | VACUUM right after B (full-page images) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in wal:
         label = f"{run['pieces']} pieces, {run['pieces'] * PIECE_DELAY:g} s"
         if "ours" in run:
             lines.append(
                 f"| {label} | {run['size']:,} | {run['wal']:,} | {run['elsewhere']:,} | {run['ours']:,}"
-                f" | {run['ours_x']:.1f} | {run['fpi']:,} | {run['without_fpi_x']:.1f} | {run['pieces_wal']:,}"
+                f" | {run['ours_x']:.1f} | {run['checkpoints']} | {run['fpi']:,} | {run['without_fpi_x']:.1f}"
+                f" | {run['pieces_wal']:,}"
                 f" | {run['pieces_wal_x']:.1f} | {run['vacuum']:,} ({run['vacuum_fpi']:,}) |"
             )
         else:
-            lines.append(f"| {label} | {run['size']:,} | {run['wal']:,} | – | – | – | – | – | – | – | – |")
+            lines.append(f"| {label} | {run['size']:,} | {run['wal']:,} | – | – | – | – | – | – | – | – | – |")
     lines += [
         "",
         "*pieces' table*: its rows and their index entries, full-page images left out. *VACUUM right after*:"
@@ -773,15 +808,19 @@ def main() -> None:
             follows = asyncio.run(follow_round(servers, people, people.users[: args.followers], follow_chats))
             store["follow"] = follow_figures(follows)
             print(f"replies: follower p95 {ms(store['follow']['follower']['p95'])} ms; bytes written ...", flush=True)
-            quiet_database()
-            user = people.users[0]
-            wal_chats = new_chats(people, [user] * (2 + args.short_repeats))  # their pages, too, after the checkpoint
-            connections.close_all()
-            asyncio.run(wal_reply(servers, people, user, wal_chats[0], pieces=5))  # takes the full-page images
-            runs = [
-                asyncio.run(wal_reply(servers, people, user, chat, pieces=pieces))
-                for chat, pieces in zip(wal_chats[1:], [PIECES] * args.short_repeats + [args.long_pieces], strict=True)
-            ]
+            with wal_kept() as kept:
+                if not kept:
+                    notes.append("no replication slot could keep the WAL: checkpoints may have removed it unread")
+                quiet_database()
+                user = people.users[0]
+                wal_chats = new_chats(people, [user] * (2 + args.short_repeats))  # their pages after the checkpoint
+                connections.close_all()
+                asyncio.run(wal_reply(servers, people, user, wal_chats[0], pieces=5))  # takes the full-page images
+                shapes = [PIECES] * args.short_repeats + [args.long_pieces]
+                runs = [
+                    asyncio.run(wal_reply(servers, people, user, chat, pieces=pieces))
+                    for chat, pieces in zip(wal_chats[1:], shapes, strict=True)
+                ]
             store["wal"] = [wal_figures(run) for run in runs]
             STORE.write_text(json.dumps({"stops": stops, "follows": follows, "wal": runs}, default=str))
     finally:
