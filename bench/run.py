@@ -8,7 +8,7 @@
 
 On the data set of bench/dataset.py (built in PostgreSQL once, then reused), it starts two
 local OpenAI-compatible upstreams (one answers at once; the other, for streamed sends, sends
-8 time-stamped pieces 20 ms apart) and gunicorn (gthread, production settings). It:
+8 time-stamped pieces 20 ms apart) and gunicorn (uvicorn workers, production settings). It:
 
 1. times quota reservations over 0 and 1,000,000 ledger rows (bench/quota_reserve.py) first,
    before the servers start, while nothing else runs;
