@@ -84,6 +84,9 @@ POLL_SECONDS = 0.02  # how often the pieces of a reply are read while it runs
 TARGETS = {"stop_ms": 100.0, "follow_ms": 50.0}
 STORE = common.WORK / "replies.json"
 CATALOGS = "system catalogs"
+# Where the next WAL record goes. pg_current_wal_lsn() is where PostgreSQL has written up to, which
+# lags it by whatever has not been written out yet (a VACUUM does not wait for its WAL, a commit does).
+INSERT_LSN = "SELECT pg_current_wal_insert_lsn()"
 # The tables a send and its reply write to.
 REPLY_TABLES = [
     "sessions_app_replypiece", "sessions_app_chatmessage", "sessions_app_chatsession", "billing_usageevent",
@@ -316,7 +319,7 @@ async def wal_reply(servers: Servers, people: People, user: User, chat: int, *, 
         await psycopg.AsyncConnection.connect(URL, autocommit=True) as db,
         await psycopg.AsyncConnection.connect(URL, autocommit=True) as poller,
     ):
-        before = await _scalar(db, "SELECT pg_current_wal_lsn()")
+        before = await _scalar(db, INSERT_LSN)
         send = await Stream(port=servers.a, chat=chat, cookie=cookie, csrf=csrf,
                             message=message("wal", pieces=pieces)).open()  # fmt: skip
         await send.until(lambda: send.first_event_at is not None, 15, "the first event")
@@ -345,13 +348,13 @@ async def wal_reply(servers: Servers, people: People, user: User, chat: int, *, 
         )
         status, size, stored, usage, left = await cursor.fetchone()
         await asyncio.sleep(0.5)  # nothing more of it is written
-        after = await _scalar(db, "SELECT pg_current_wal_lsn()")
+        after = await _scalar(db, INSERT_LSN)
         total = int(await _scalar(db, "SELECT pg_wal_lsn_diff(%s, %s)", [after, before]))
         records = await wal_records(db, before, after)
         # What the reply left for VACUUM (its deleted pieces, the old versions of updated rows), vacuumed now.
-        vacuum_from = await _scalar(db, "SELECT pg_current_wal_lsn()")
+        vacuum_from = await _scalar(db, INSERT_LSN)
         await db.execute(f"VACUUM {', '.join(REPLY_TABLES)}")
-        vacuum_to = await _scalar(db, "SELECT pg_current_wal_lsn()")
+        vacuum_to = await _scalar(db, INSERT_LSN)
         vacuum = int(await _scalar(db, "SELECT pg_wal_lsn_diff(%s, %s)", [vacuum_to, vacuum_from]))
         vacuum_records = await wal_records(db, vacuum_from, vacuum_to)
     return {
@@ -374,7 +377,7 @@ async def wal_records(db: psycopg.AsyncConnection, start, end) -> dict | None:
     alignment and page headers included); its full-page images separately.
     """
     if str(start) == str(end):  # nothing written; pg_walinspect refuses an empty range
-        return {"parts": {}, "fpi": {}, "piece_inserts": 0, "catalogs": 0, "checkpoints": 0}
+        return {"parts": {}, "fpi": {}, "piece_inserts": 0, "catalogs": 0, "checkpoints": 0, "key_locks": 0}
     deadline = time.monotonic() + 10  # pg_walinspect reads only what is flushed
     while await _scalar(db, "SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), %s) < 0", [end]):
         if time.monotonic() > deadline:
@@ -394,16 +397,21 @@ async def wal_records(db: psycopg.AsyncConnection, start, end) -> dict | None:
     parts: Counter[str] = Counter()
     fpi: Counter[str] = Counter()
     ours: set[int] = set()
-    piece_rows = catalogs = checkpoints = 0  # piece rows: one per flush of the reply
+    piece_rows = catalogs = checkpoints = key_locks = 0  # piece rows: one per flush of the reply
+    fpi_kinds: Counter[str] = Counter()
     for length, fpi_length, xid, manager, kind, block_ref in rows:
         refs = re.findall(r"rel \d+/(\d+)/(\d+)", block_ref or "")
         checkpoints += manager == "XLOG" and kind.startswith("CHECKPOINT")
         if not refs or int(refs[0][0]) != database:
             continue
         table = tables.get(int(refs[0][1]), "other relations")
-        if table == CATALOGS:
+        if table.startswith(CATALOGS):
             catalogs += int(length)  # autovacuum at work on them: nothing a reply writes
             continue
+        if fpi_length:
+            fpi_kinds[f"{table}: {manager} {kind}"] += fpi_length
+        # The foreign-key check of each piece row locks the reply's row (FOR KEY SHARE): a LOCK record.
+        key_locks += table == ChatMessage._meta.db_table and manager == "Heap" and kind == "LOCK"
         parts[table] += int(length)
         fpi[table] += fpi_length or 0
         ours.add(xid)
@@ -413,7 +421,7 @@ async def wal_records(db: psycopg.AsyncConnection, start, end) -> dict | None:
             parts["commits"] += int(length)
     return {
         "parts": dict(parts), "fpi": dict(fpi), "piece_inserts": piece_rows, "catalogs": catalogs,
-        "checkpoints": checkpoints,
+        "checkpoints": checkpoints, "key_locks": key_locks, "fpi_kinds": dict(fpi_kinds),
     }  # fmt: skip
 
 
@@ -421,19 +429,23 @@ async def relation_tables(db: psycopg.AsyncConnection) -> dict[int, str]:
     """Each relation file of this database by the table it belongs to (an index's, a TOAST table's)."""
     cursor = await db.execute(
         "SELECT c.oid, pg_relation_filenode(c.oid), c.relname, i.indrelid, owner.oid,"
-        " c.relnamespace IN ('pg_catalog'::regnamespace, 'pg_toast'::regnamespace) FROM pg_class c"
+        " c.relnamespace IN ('pg_catalog'::regnamespace, 'pg_toast'::regnamespace), am.amname FROM pg_class c"
         " LEFT JOIN pg_index i ON i.indexrelid = c.oid LEFT JOIN pg_class owner ON owner.reltoastrelid = c.oid"
+        " LEFT JOIN pg_am am ON am.oid = c.relam"
     )
     rows = await cursor.fetchall()
-    by_oid = {oid: (name, index_of, toast_of, system) for oid, _, name, index_of, toast_of, system in rows}
+    by_oid = {oid: (name, index_of, toast_of, system, am) for oid, _, name, index_of, toast_of, system, am in rows}
 
     def table(oid: int) -> str:
-        name, index_of, toast_of, system = by_oid[oid]
+        name, index_of, toast_of, system, am = by_oid[oid]
+        if system and index_of is None and toast_of is None:
+            return CATALOGS
         if index_of is not None:
-            return table(index_of)
+            # B-tree entries go with their table; a full-text index is named apart (it costs by the text).
+            return table(index_of) + (f" ({am} index)" if am not in ("btree", None) else "")
         if toast_of is not None:
-            return table(toast_of)
-        return CATALOGS if system else name
+            return table(toast_of).split(" (")[0] + " (TOAST)"
+        return name
 
     return {relfilenode: table(oid) for oid, relfilenode, *_ in rows if relfilenode}
 
@@ -567,6 +579,7 @@ def wal_figures(run: dict) -> dict:
             pieces_wal=pieces, pieces_wal_x=pieces / size, flushes=rows,
             per_row=(pieces - figures["seen_bytes"]) / rows if rows else math.nan,
             elsewhere=run["wal"] - ours, parts=parts, fpis=fpis, checkpoints=records["checkpoints"],
+            key_locks=records["key_locks"],
             catalogs=records["catalogs"],
             vacuum=sum(run["vacuum_records"]["parts"].values()) if run["vacuum_records"] else run["vacuum"],
             vacuum_fpi=sum(run["vacuum_records"]["fpi"].values()) if run["vacuum_records"] else math.nan,
@@ -661,9 +674,11 @@ def section(store: dict) -> str:
         "### Bytes written per reply",
         "",
         "One streamed reply on A, nothing else running against the database (B idle): WAL position"
-        " (`pg_current_wal_lsn()`) before the send and after the reply has ended and been settled,"
-        " `pg_wal_lsn_diff` of the two. That is the whole cluster's WAL, so the records are also split"
-        " with `pg_walinspect`: those of this database's tables (indexes and TOAST with their table) and"
+        " before the send and after the reply has ended and been settled, `pg_wal_lsn_diff` of the two."
+        " The position is `pg_current_wal_insert_lsn()`: `pg_current_wal_lsn()` is how far the WAL has"
+        " been written out, which lags it by what has not been yet. That is the whole cluster's WAL, so the"
+        " records are also split with `pg_walinspect`: those of this database's tables (B-tree indexes"
+        " with their table, TOAST and the full-text GIN index named apart) and"
         " the commits of their transactions; *elsewhere* is the rest (other databases, autovacuum on this"
         " database's system catalogs, the server's own records); a temporary replication slot keeps the WAL"
         " until it is read. The database is vacuumed and checkpointed first, then one untimed reply"
@@ -701,6 +716,13 @@ def section(store: dict) -> str:
         "Where each reply's WAL went (bytes, this database; full-page images in brackets): "
         + "; ".join(f"{run['pieces']} pieces: {_parts(run['parts'], run['fpis'])}" for run in wal if "parts" in run)
         + ".",
+        "",
+        "Two costs here are not the pieces' own. The reply's final text goes into the stored tsvector"
+        " column `search_vector` (TOAST) and its GIN index: every stamp is a word of its own, so both are far"
+        " larger than prose of the same length would make them. And the foreign-key check of each piece row"
+        " locks the reply's row (`FOR KEY SHARE`), a LOCK record in `sessions_app_chatmessage` per flush: "
+        + ", ".join(f"{run['key_locks']}" for run in wal if "key_locks" in run)
+        + " of them in these replies.",
         "",
         "**The text written while a reply runs, now and before.** Now the runtime appends what arrived"
         f" since its last flush as a row of `sessions_app_replypiece` every {FLUSH_SECONDS:g} s and writes"
