@@ -42,15 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench import common
 
-
-def database_url() -> str:
-    if url := os.environ.get("CAPACITY_DATABASE_URL"):
-        return url
-    return urlunsplit(urlsplit(os.environ.get("BENCH_DATABASE_URL", common.DEFAULT_URL))._replace(
-        path="/chatsite_bench_capacity"))  # fmt: skip
-
-
-URL = common.setup(database_url())
+URL = common.setup(common.own_database_url("chatsite_bench_capacity", override="CAPACITY_DATABASE_URL"))
 
 import psutil
 import psycopg

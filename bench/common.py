@@ -27,6 +27,14 @@ CAPACITY_SECTION = "## Capacity: streamed replies at once"  # written by bench/c
 REPLIES_SECTION = "## Replies across servers"  # written by bench/replies.py
 
 
+def own_database_url(name: str, *, override: str) -> str:
+    """The URL of a database of its own for one benchmark: `override` from the environment, else
+    BENCH_DATABASE_URL's server with the database `name`."""
+    if url := os.environ.get(override):
+        return url
+    return urlunsplit(urlsplit(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))._replace(path=f"/{name}"))
+
+
 def setup(url: str | None = None) -> str:
     """Point this process's Django at the benchmarks' database, or `url`, (created when missing) and set it up."""
     url = url or os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)

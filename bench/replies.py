@@ -42,21 +42,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench import common
 
-
-def database_url() -> str:
-    if url := os.environ.get("REPLIES_DATABASE_URL"):
-        return url
-    return urlunsplit(urlsplit(os.environ.get("BENCH_DATABASE_URL", common.DEFAULT_URL))._replace(
-        path="/chatsite_bench_replies"))  # fmt: skip
-
-
-URL = common.setup(database_url())
+URL = common.setup(common.own_database_url("chatsite_bench_replies", override="REPLIES_DATABASE_URL"))
 
 import psycopg
 from django.contrib.sessions.models import Session
