@@ -397,7 +397,7 @@ async def reply_complete(*, reply: ChatMessage, job: ReplyJob | None) -> ChatMes
 
 
 def reply_complete_blocking(*, reply: ChatMessage, job: ReplyJob | None) -> ChatMessage:
-    """`reply_complete` for synchronous views (the HTML pages): no connection is held meanwhile."""
+    """`reply_complete` for synchronous callers (tests, commands): no connection is held meanwhile."""
     connections_release()
     return _blocking(reply_complete(reply=reply, job=job))
 
