@@ -62,6 +62,11 @@ def staff(default_tier):
 
 
 @pytest.fixture
+def superuser(default_tier):
+    return _registered(email="root@example.com", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
 def anon_client():
     return APIClient(enforce_csrf_checks=True)
 
@@ -85,6 +90,13 @@ def other_client(other_user):
 def staff_client(staff):
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(staff)
+    return _with_csrf(client)
+
+
+@pytest.fixture
+def superuser_client(superuser):
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(superuser)
     return _with_csrf(client)
 
 

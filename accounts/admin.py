@@ -64,6 +64,13 @@ class UserAdmin(BaseUserAdmin):
     ordering = ("email",)
     readonly_fields = ("last_login", "date_joined", "current_usage")
 
+    def get_readonly_fields(self, request, obj=None):
+        # Roles are the superuser's to give: other staff see them but cannot change them, their own included.
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            fields += ("is_staff", "is_superuser", "groups", "user_permissions")
+        return fields
+
     def get_inlines(self, request, obj):
         # A new user gets the default tier on first use; subscriptions are edited once the user exists.
         return self.inlines if obj is not None else []
