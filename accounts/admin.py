@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 
+from accounts.forms import AdminLoginForm
 from accounts.models import User, normalize_phone
 from billing.admin import UserSubscriptionInline, usage_table
 from billing.selectors import subscription_current_get
@@ -79,3 +80,7 @@ class UserAdmin(BaseUserAdmin):
     def current_usage(self, obj: User):
         # A read only: opening the page must not start a default-tier period as subscription_current would.
         return usage_table(subscription_current_get(user=obj))
+
+
+# The admin's sign-in goes through the same throttle as the others; its refusal shows on the form.
+admin.site.login_form = AdminLoginForm

@@ -11,10 +11,12 @@ from rest_framework.views import APIView
 from accounts import services
 from accounts.models import User
 from accounts.serializers import AdminUserSerializer, LoginInput, RegisterInput, RoleInput, UserSerializer, VerifyInput
+from accounts.throttle import throttle_hit
 from billing.selectors import usage_summary
 from billing.serializers import LimitUsageSerializer, UsageOutput, UserSubscriptionSerializer
 from billing.services import subscription_current
 from chatsite.errors import InvalidInput, NotFound
+from chatsite.schema import error_responses
 from sessions_app import selectors as session_selectors
 from sessions_app.api import int_param, validated
 from sessions_app.serializers import ChatMessageSerializer, ChatSessionSerializer, MessagesOutput
@@ -49,7 +51,7 @@ class RegisterView(APIView):
 class LoginView(APIView):
     permission_classes = [AllowAny]
 
-    @extend_schema(request=LoginInput, responses=UserSerializer)
+    @extend_schema(request=LoginInput, responses={200: UserSerializer, **error_responses(429)})
     def post(self, request):
         data = validated(LoginInput, request.data)
         identifier = data.get("email") or data.get("phone_number")
@@ -81,9 +83,16 @@ class VerifyView(APIView):
 
 
 class VerifyResendView(APIView):
-    @extend_schema(request=None, responses=inline_serializer("ResendOutput", {"success": serializers.BooleanField()}))
+    @extend_schema(
+        request=None,
+        responses={
+            200: inline_serializer("ResendOutput", {"success": serializers.BooleanField()}),
+            **error_responses(429),
+        },
+    )
     def post(self, request):
         if not request.user.is_verified:
+            throttle_hit(request, "verification", account=f"user:{request.user.pk}")
             services.verification_send(user=request.user, base_url=request.build_absolute_uri("/").rstrip("/"))
         return Response({"success": True})
 

@@ -78,6 +78,19 @@ class TooManyStreams(ChatsiteError):
         self.headers["Retry-After"] = str(retry_after)
 
 
+class TooManyAttempts(ChatsiteError):
+    """Too many sign-in failures, or emails asked for, from one account or one address."""
+
+    status = 429
+    code = "too_many_attempts"
+    default_detail = "Too many attempts. Try again later."
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 60, **extra) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
+        self.headers["Retry-After"] = str(retry_after)
+
+
 class Interrupted(UpstreamError):
     """The server running a reply stopped before the reply finished."""
 

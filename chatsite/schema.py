@@ -60,7 +60,7 @@ ERROR_DESCRIPTIONS = {
     409: "This idempotency key was already used for a different message.",
     413: "Request body too large.",
     415: "The body is not JSON.",
-    429: "A usage limit is reached; Retry-After says when it resets.",
+    429: "A usage limit is reached, or too many attempts; Retry-After says when to try again.",
     502: "The AI provider failed to answer.",
     503: "The database is unavailable for a moment; Retry-After says when to try again.",
     504: "The AI provider did not answer in time.",

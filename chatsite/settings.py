@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "django_ratelimit",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "csp",
@@ -235,7 +236,24 @@ CONTENT_SECURITY_POLICY = {
 }
 if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
+# django-ratelimit warns about any cache but memcached and Redis; chatsite.cache makes the database
+# cache's increment exact, which is what the warning is about.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001", *env.list("SILENCED_SYSTEM_CHECKS", default=[])]
+
+# Throttles (accounts/throttle.py): counts every app server shares, in a table of the database.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {"BACKEND": "chatsite.cache.AtomicDatabaseCache", "LOCATION": "chatsite_throttle"},
+}
+RATELIMIT_USE_CACHE = "throttle"
+# "count/period": failed sign-ins per account typed and per client address; password reset emails and
+# verification emails asked for, per address typed (or user) and per client address.
+THROTTLE_LOGIN_ACCOUNT = env.str("THROTTLE_LOGIN_ACCOUNT", default="10/15m")
+THROTTLE_LOGIN_ADDRESS = env.str("THROTTLE_LOGIN_ADDRESS", default="50/15m")
+THROTTLE_PASSWORD_RESET_ACCOUNT = env.str("THROTTLE_PASSWORD_RESET_ACCOUNT", default="3/h")
+THROTTLE_PASSWORD_RESET_ADDRESS = env.str("THROTTLE_PASSWORD_RESET_ADDRESS", default="20/h")
+THROTTLE_VERIFICATION_ACCOUNT = env.str("THROTTLE_VERIFICATION_ACCOUNT", default="3/h")
+THROTTLE_VERIFICATION_ADDRESS = env.str("THROTTLE_VERIFICATION_ADDRESS", default="20/h")
 
 LOGGING = {
     "version": 1,

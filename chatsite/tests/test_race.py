@@ -143,3 +143,37 @@ def test_concurrent_sends_across_two_app_servers_never_pass_the_quota(servers):
             UsageBucket.objects.filter(user=user, span="hour", messages__gt=0).values_list("hour", "messages")
         )
         assert bucket_hours == ledger_hours, (where, bucket_hours, ledger_hours)
+
+
+def test_password_guesses_racing_across_two_app_servers_get_exactly_the_accounts_limit(servers):
+    user = UserFactory()
+    user.password = make_password(PASSWORD, hasher=PBKDF2PasswordHasher())
+    user.save(update_fields=["password"])
+    guesses = 30
+
+    def guess(n: int) -> requests.Response:
+        with requests.Session() as http:
+            base = servers[n % 2].url
+            http.get(f"{base}/api/auth/csrf/", timeout=10).raise_for_status()
+            return http.post(
+                f"{base}/api/auth/login/", json={"email": user.email, "password": f"wrong guess {n}"},
+                headers={"X-CSRFToken": http.cookies["csrftoken"]}, timeout=REQUEST_SECONDS,
+            )  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=guesses) as pool:
+        responses = list(pool.map(guess, range(guesses)))
+
+    # The account's limit (THROTTLE_LOGIN_ACCOUNT, 10 in 15 minutes) is shared by both servers and exact.
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {400: 10, 429: guesses - 10}, statuses
+    assert {r.json()["code"] for r in responses if r.status_code == 429} == {"too_many_attempts"}
+    assert all(int(r.headers["Retry-After"]) > 0 for r in responses if r.status_code == 429)
+    # Now the right password is refused too, on either server, until the window ends.
+    for server in servers:
+        with requests.Session() as http:
+            http.get(f"{server.url}/api/auth/csrf/", timeout=10)
+            response = http.post(
+                f"{server.url}/api/auth/login/", json={"email": user.email, "password": PASSWORD},
+                headers={"X-CSRFToken": http.cookies["csrftoken"]}, timeout=REQUEST_SECONDS,
+            )  # fmt: skip
+        assert response.status_code == 429, response.text
