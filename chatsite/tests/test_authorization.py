@@ -402,3 +402,29 @@ def test_staff_role_change_takes_effect(superuser_client, user):
     superuser_client.patch(f"/api/admin/users/{demoted.pk}/role/", {"role": "user"}, format="json")
     demoted.refresh_from_db()
     assert not demoted.is_staff
+
+
+# -- caching ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/chat/", "/chat/{session}/", "/account/", "/api/users/", "/api/users/usage/", "/api/chat-sessions/",
+        "/api/chat-sessions/{session}/messages/", "/api/chat-sessions/{session}/export/?format=json",
+        "/api/chat-sessions/{session}/export/?format=markdown", "/api/chatbots/",
+    ],
+)  # fmt: skip
+def test_every_answer_to_a_signed_in_user_is_private_and_not_stored(api_client, ids, path):
+    response = api_client.get(path.format(**ids))
+    assert response.status_code == 200, path
+    directives = {part.strip() for part in response["Cache-Control"].split(",")}
+    assert {"private", "no-store"} <= directives, response["Cache-Control"]
+    assert "public" not in directives
+
+
+def test_static_files_stay_cacheable_for_signed_in_users(api_client):
+    response = api_client.get("/static/css/site.css")
+    response.close()  # a file response: its file closes with it
+    assert response.status_code == 200
+    assert "no-store" not in response.get("Cache-Control", "")
