@@ -41,6 +41,11 @@ class RegisterView(APIView):
 
     @extend_schema(request=RegisterInput, responses={201: UserSerializer})
     def post(self, request):
+        if request.user.is_authenticated:
+            # As the sign-up page does: registering must not quietly switch the session to a new account.
+            raise InvalidInput(
+                "You are signed in already; log out to create another account.", code="already_signed_in"
+            )
         data = validated(RegisterInput, request.data)
         user = services.user_register(**data, base_url=request.build_absolute_uri("/").rstrip("/"))
         login(request, user, backend="accounts.backends.EmailOrPhoneBackend")
