@@ -60,6 +60,15 @@ def throttle_hit(request, action: str, *, account: str) -> None:
     _raise_if(wait, action)
 
 
+def client_address(request) -> str:
+    """The client's address: the proxy's last X-Forwarded-For entry when one is trusted, else the peer's."""
+    if settings.USE_X_FORWARDED_FOR:
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", 1)[-1].strip()
+        if forwarded:
+            return forwarded
+    return request.META["REMOTE_ADDR"]
+
+
 def _rates(action: str) -> tuple[str, str]:
     return tuple(getattr(settings, name) for name in RATES[action])
 

@@ -236,8 +236,14 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": [NONE],
     },
 }
+# Behind a proxy that sets X-Forwarded-Proto (and removes what clients sent): that one header, and no
+# other, says whether the request came over HTTPS. Off, nothing a client sends makes HTTP count as HTTPS.
 if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Behind a proxy that appends the client's address to X-Forwarded-For: the throttles count that last
+# entry (the one the proxy saw); off, the address the connection came from.
+USE_X_FORWARDED_FOR = env.bool("USE_X_FORWARDED_FOR", default=False)
+RATELIMIT_IP_META_KEY = "accounts.throttle.client_address"
 # django-ratelimit warns about any cache but memcached and Redis; chatsite.cache makes the database
 # cache's increment exact, which is what the warning is about.
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001", *env.list("SILENCED_SYSTEM_CHECKS", default=[])]

@@ -126,3 +126,24 @@ def test_verification_emails_are_limited_in_the_api_and_on_the_page(address, def
     response = page.post("/accounts/verification/resend/", follow=True)
     assert "Too many verification emails" in response.content.decode()
     assert len(mail.outbox) == 3
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_behind_a_proxy_the_address_is_the_one_it_appended(settings, default_tier, trusted):
+    settings.USE_X_FORWARDED_FOR = trusted
+    settings.THROTTLE_LOGIN_ADDRESS = "2/15m"
+    proxy = next(_addresses)
+
+    def attempt(client_address: str) -> int:
+        # What a client claims comes first; the proxy appends the address it saw.
+        client = APIClient(
+            enforce_csrf_checks=True, REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=f"6.6.6.6, {client_address}"
+        )
+        client.credentials(HTTP_X_CSRFTOKEN=client.get("/api/auth/csrf/").json()["csrfToken"])
+        return _login(client, "nobody@example.com", "guess").status_code
+
+    first = [attempt("203.0.113.7") for _ in range(3)]
+    other = attempt("203.0.113.8")
+    assert first == [400, 400, 429]
+    # Trusted, each client behind the proxy has its own count; not, they all share the proxy's.
+    assert other == (400 if trusted else 429)
