@@ -121,7 +121,7 @@ class OpenAIProvider(Provider):
         data = self._parse_json(body, require_dict=False)
         items = data.get("data") if isinstance(data, dict) else data
         if not isinstance(items, list):
-            raise self._error(f"The AI provider at {self.host} sent a model list that is not a list.")
+            raise self._error("The AI provider sent a model list that is not a list.")
         return items
 
     # Streaming.
@@ -141,9 +141,9 @@ class OpenAIProvider(Provider):
                 try:
                     chunk = json.loads(event.data)
                 except ValueError:
-                    raise self._error(f"The AI provider at {self.host} sent a malformed stream chunk.") from None
+                    raise self._error("The AI provider sent a malformed stream chunk.") from None
                 if not isinstance(chunk, dict):
-                    raise self._error(f"The AI provider at {self.host} sent a malformed stream chunk.")
+                    raise self._error("The AI provider sent a malformed stream chunk.")
                 if chunk.get("error"):
                     detail = _error_message(chunk) or "no detail given"
                     raise self._error(f"The AI provider failed mid-reply: {detail}.")
@@ -178,7 +178,7 @@ class OpenAIProvider(Provider):
                         yield event
         except httpx.ReadTimeout:
             raise self._error(
-                f"The AI provider at {self.host} went silent for more than {settings.AI_TIMEOUT:g} s mid-reply.",
+                f"The AI provider went silent for more than {settings.AI_TIMEOUT:g} s mid-reply.",
                 timeout=True,
             ) from None
         except httpx.HTTPError as exc:
@@ -201,7 +201,7 @@ class OpenAIProvider(Provider):
         elif isinstance(item.get("url"), str):
             png, content_type = await self._image_from_url(client, item["url"])
         else:
-            raise self._error(f"The AI provider at {self.host} returned no image.")
+            raise self._error("The AI provider returned no image.")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         prompt_tokens = _count(usage.get("input_tokens"))
         if prompt_tokens is None:
@@ -221,7 +221,7 @@ class OpenAIProvider(Provider):
         message = message if isinstance(message, dict) else {}
         url = _image_url(message.get("images")) or _image_url(message.get("content"))
         if not url:
-            raise self._error(f"The AI provider at {self.host} returned no image.")
+            raise self._error("The AI provider returned no image.")
         png, content_type = await self._image_from_url(client, url)
         usage = _usage(data.get("usage"), messages=messages, content="")
         return ImageResult(
@@ -232,17 +232,17 @@ class OpenAIProvider(Provider):
         if url.startswith("data:"):
             header, comma, encoded = url.partition(",")
             if not comma or ";base64" not in header:
-                raise self._error(f"The AI provider at {self.host} returned an image URL that is not base64 data.")
+                raise self._error("The AI provider returned an image URL that is not base64 data.")
             png = self._b64decode(encoded)
             return png, header.removeprefix("data:").split(";")[0] or _sniff_image(png) or "image/png"
         if not url.startswith(("http://", "https://")):
-            raise self._error(f"The AI provider at {self.host} returned an image URL chatsite cannot fetch.")
+            raise self._error("The AI provider returned an image URL chatsite cannot fetch.")
         # Our key goes only to our upstream, never to the storage that hosts its images.
         response = await self._send(client, "GET", url, authorize=url.startswith(self.base_url + "/"))
         declared = response.headers.get("Content-Type", "").split(";")[0].strip()
         png = await self._read_body(response)
         if not png:
-            raise self._error(f"The AI provider at {self.host} returned an empty image.")
+            raise self._error("The AI provider returned an empty image.")
         return png, _sniff_image(png) or (declared if declared.startswith("image/") else "image/png")
 
     # HTTP.
@@ -333,35 +333,38 @@ class OpenAIProvider(Provider):
         """The error for a request that got no answer; raised at once unless another attempt may get one."""
         if isinstance(exc, httpx.ConnectTimeout):
             return self._error(
-                f"The AI provider at {self.host} did not accept a connection within {settings.AI_CONNECT_TIMEOUT:g} s.",
+                f"The AI provider did not accept a connection within {settings.AI_CONNECT_TIMEOUT:g} s.",
                 timeout=True,
             )
         if isinstance(exc, httpx.PoolTimeout):
             # Every pooled connection stayed busy: this server, not the upstream, ran out of room.
             return self._error(
-                f"Too many calls to the AI provider at {self.host} are open; none ended within "
-                f"{settings.AI_TIMEOUT:g} s.",
+                f"Too many calls to the AI provider are open; none ended within {settings.AI_TIMEOUT:g} s.",
                 timeout=True,
             )
         if isinstance(exc, httpx.TimeoutException):
-            return self._error(
-                f"The AI provider at {self.host} did not answer within {settings.AI_TIMEOUT:g} s.", timeout=True
-            )
+            return self._error(f"The AI provider did not answer within {settings.AI_TIMEOUT:g} s.", timeout=True)
         if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError | httpx.ProxyError):
-            return self._error(f"Could not reach the AI provider at {self.host}.")
-        raise self._error(f"Could not send the request to the AI provider at {self.host}.") from exc
+            return self._error("Could not reach the AI provider.")
+        raise self._error("Could not send the request to the AI provider.") from exc
 
     def _status_failure(self, response: httpx.Response, body: bytes) -> tuple[UpstreamError, float | None]:
         """The error for a non-2xx answer and the upstream's Retry-After; raised at once unless 429 or 5xx."""
         message = _error_message(body.decode("utf-8", errors="replace"))
         code = response.status_code
         if code == 429:
-            summary = f"The AI provider at {self.host} is rate limiting requests (HTTP 429)"
+            summary = "The AI provider is rate limiting requests (HTTP 429)"
         elif code >= 500:
-            summary = f"The AI provider at {self.host} failed (HTTP {code})"
+            summary = f"The AI provider failed (HTTP {code})"
         else:
-            summary = f"The AI provider at {self.host} refused the request (HTTP {code})"
-        error = self._error(f"{summary}: {message}." if message else f"{summary}.")
+            summary = f"The AI provider refused the request (HTTP {code})"
+        # What the upstream said goes to the log; users see it only when it is about their request
+        # (a 4xx other than our key's), never a server's internals.
+        about_the_request = code < 500 and code not in (401, 403, 429)
+        error = self._error(
+            f"{summary}: {message}." if message and about_the_request else f"{summary}.",
+            logged=f"{summary}: {message}." if message else None,
+        )
         if code != 429 and code < 500:
             raise error
         return error, _retry_after(response.headers.get("Retry-After"))
@@ -382,11 +385,11 @@ class OpenAIProvider(Provider):
             return await response.aread()
         except httpx.ReadTimeout:
             raise self._error(
-                f"The AI provider at {self.host} did not finish its answer within {settings.AI_TIMEOUT:g} s.",
+                f"The AI provider did not finish its answer within {settings.AI_TIMEOUT:g} s.",
                 timeout=True,
             ) from None
         except httpx.HTTPError as exc:
-            raise self._error(f"The connection to the AI provider at {self.host} broke off.") from exc
+            raise self._error("The connection to the AI provider broke off.") from exc
         finally:
             await response.aclose()
 
@@ -397,32 +400,35 @@ class OpenAIProvider(Provider):
         try:
             data = json.loads(body)
         except ValueError:
-            raise self._error(f"The AI provider at {self.host} sent a malformed response.") from None
+            raise self._error("The AI provider sent a malformed response.") from None
         if require_dict and not isinstance(data, dict):
-            raise self._error(f"The AI provider at {self.host} sent a malformed response.")
+            raise self._error("The AI provider sent a malformed response.")
         if isinstance(data, dict) and data.get("error"):
             # OpenRouter reports some provider failures as a 200 with an error object.
-            raise self._error(f"The AI provider at {self.host} failed: {_error_message(data) or 'no detail given'}.")
+            raise self._error(f"The AI provider failed: {_error_message(data) or 'no detail given'}.")
         return data
 
     def _first_choice(self, data: dict[str, Any]) -> dict[str, Any]:
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise self._error(f"The AI provider at {self.host} sent an answer with no choices.")
+            raise self._error("The AI provider sent an answer with no choices.")
         return choices[0]
 
     def _b64decode(self, encoded: str) -> bytes:
         try:
             data = base64.b64decode("".join(encoded.split()), validate=True)
         except (binascii.Error, ValueError):
-            raise self._error(f"The AI provider at {self.host} sent an image that is not valid base64.") from None
+            raise self._error("The AI provider sent an image that is not valid base64.") from None
         if not data:
-            raise self._error(f"The AI provider at {self.host} returned an empty image.")
+            raise self._error("The AI provider returned an empty image.")
         return data
 
-    def _error(self, detail: str, *, timeout: bool = False) -> UpstreamError:
+    def _error(self, detail: str, *, timeout: bool = False, logged: str | None = None) -> UpstreamError:
+        """The error users see (no address of ours in it); the log names the upstream and all it said."""
         if self.api_key and len(self.api_key) >= 4:
             detail = detail.replace(self.api_key, "[redacted]")
+            logged = logged and logged.replace(self.api_key, "[redacted]")
+        logger.warning("AI provider at %s: %s", self.host, logged or detail)
         return (UpstreamTimeout if timeout else UpstreamError)(detail)
 
 

@@ -302,12 +302,12 @@ def test_retry_after_is_honoured(provider, model, upstream):
 
 
 @pytest.mark.parametrize("streamed", [False, True])
-def test_server_errors_are_retried_then_reported(provider, model, upstream, settings, streamed):
+def test_server_errors_are_retried_then_reported(provider, model, upstream, settings, streamed, caplog):
     settings.AI_MAX_RETRIES = 2
     for _ in range(3):
-        upstream.enqueue_status(500, body={"error": {"message": "The model is overloaded."}})
+        upstream.enqueue_status(500, body={"error": {"message": "The model is overloaded on 10.1.2.3."}})
 
-    with pytest.raises(UpstreamError, match=r"failed \(HTTP 500\): The model is overloaded\.") as raised:
+    with pytest.raises(UpstreamError, match=r"^The AI provider failed \(HTTP 500\)\.$") as raised:
         if streamed:
             collect(provider.stream(model=model, messages=MESSAGES))
         else:
@@ -316,6 +316,11 @@ def test_server_errors_are_retried_then_reported(provider, model, upstream, sett
     assert type(raised.value) is UpstreamError
     assert raised.value.status == 502
     assert len(upstream.requests) == 3
+    # The server's own words and its address are for the operator's log, not for the user.
+    host = upstream.base_url.split("//")[1].split("/")[0]
+    assert (
+        f"AI provider at {host}: The AI provider failed (HTTP 500): The model is overloaded on 10.1.2.3." in caplog.text
+    )
 
 
 def test_a_refused_request_is_not_retried_and_carries_the_upstreams_message(provider, model, upstream):
@@ -327,14 +332,16 @@ def test_a_refused_request_is_not_retried_and_carries_the_upstreams_message(prov
     assert len(upstream.requests) == 1
 
 
-def test_the_api_key_never_appears_in_an_error(provider, model, upstream):
+def test_the_api_key_never_appears_in_an_error(provider, model, upstream, caplog):
     upstream.enqueue_status(401, body={"error": {"message": "Incorrect API key provided: test-key."}})
 
     with pytest.raises(UpstreamError) as raised:
         run(provider.complete(model=model, messages=MESSAGES))
 
-    assert "test-key" not in raised.value.detail
-    assert "[redacted]" in raised.value.detail
+    # Users see the status; what the upstream said about our key goes to the log, redacted there too.
+    assert raised.value.detail == "The AI provider refused the request (HTTP 401)."
+    assert "Incorrect API key provided: [redacted]." in caplog.text
+    assert "test-key" not in caplog.text
 
 
 def test_malformed_json_is_an_upstream_error(provider, model, upstream):
@@ -395,15 +402,17 @@ def test_an_error_status_before_the_first_token_is_retried_for_streams(provider,
     assert len(upstream.requests) == 2
 
 
-def test_connection_refused_is_an_upstream_error(model, refused_base_url, settings):
+def test_connection_refused_is_an_upstream_error(model, refused_base_url, settings, caplog):
     settings.AI_BASE_URL = refused_base_url
     settings.AI_API_KEY = "test-key"
     settings.AI_RETRY_BACKOFF = 0
 
-    with pytest.raises(UpstreamError, match=r"Could not reach the AI provider at 127\.0\.0\.1") as raised:
+    with pytest.raises(UpstreamError, match=r"^Could not reach the AI provider\.$") as raised:
         run(get_provider(model).complete(model=model, messages=MESSAGES))
 
     assert type(raised.value) is UpstreamError
+    assert "127.0.0.1" not in raised.value.detail
+    assert f"AI provider at {refused_base_url.split('//')[1].split('/')[0]}: Could not reach" in caplog.text
     with pytest.raises(UpstreamError):
         collect(get_provider(model).stream(model=model, messages=MESSAGES))
 

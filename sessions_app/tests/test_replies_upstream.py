@@ -112,6 +112,9 @@ def test_a_failure_before_any_token_keeps_the_message_and_charges_nothing(
 
     assert response.status_code == status
     assert response.json()["code"] == code
+    # The user is told what failed, never where: no address of the upstream in the answer or the reply.
+    assert "127.0.0.1" not in response.json()["detail"]
+    assert ChatMessage.objects.get(message_type="assistant").error_detail == response.json()["detail"]
     user_message = ChatMessage.objects.get(message_type="user")
     assert user_message.content == "Are you there?" and not user_message.disabled
     reply = ChatMessage.objects.get(message_type="assistant")
@@ -131,6 +134,7 @@ def test_a_refused_connection_is_502(api_client, user, chatbot, refused_base_url
     response = send(api_client, session)
 
     assert response.status_code == 502
+    assert response.json()["detail"] == "Could not reach the AI provider."
     assert ChatMessage.objects.filter(message_type="user").count() == 1
     assert UsageEvent.objects.get().state == UsageEvent.State.RELEASED
 
