@@ -58,6 +58,7 @@ class UpstreamError(ChatsiteError):
     status = 502
     code = "upstream_error"
     default_detail = "The AI provider failed to answer. Try again."
+    transient = False  # set by the provider: another attempt may well get an answer
 
 
 class UpstreamTimeout(UpstreamError):

@@ -71,8 +71,10 @@ class OpenAIProvider(Provider):
     async def stream(self, *, model, messages: list[Message]) -> AsyncIterator[StreamEvent]:
         """Yield each piece of text as soon as it arrives, then the usage.
 
-        Cancelling the task that reads it, or `aclose()`, runs the `finally` below, which
-        hangs up on the upstream, also while a read waits for the next byte.
+        A stream that fails before its first piece of text (silence after the headers, a
+        cut, an error event) is tried again like a request that failed; once text has come,
+        nothing is retried. Cancelling the task that reads it, or `aclose()`, runs the
+        `finally` below, which hangs up on the upstream, also while a read waits for the next byte.
         """
         payload = {
             "model": model.model_id,
@@ -81,24 +83,43 @@ class OpenAIProvider(Provider):
             "stream_options": {"include_usage": True},
             **self._extra_body(),
         }
+        attempt = 0
         async with upstream_client() as client:
-            response = await self._send(client, "POST", "/chat/completions", payload=payload, stream=True)
-            try:
-                if response.headers.get("Content-Type", "").startswith("application/json"):
-                    # The upstream ignored "stream": true and answered in one piece.
-                    completion_data = await self._read_json(response)
-                    content = _message_content(self._first_choice(completion_data))
-                    if content:
-                        yield StreamEvent(text=content)
-                    if isinstance(completion_data.get("usage"), dict):
-                        yield StreamEvent(usage=_usage(completion_data["usage"], messages=messages, content=content))
+            while True:
+                attempt += 1
+                produced = False
+                response = await self._send(client, "POST", "/chat/completions", payload=payload, stream=True)
+                try:
+                    async with contextlib.aclosing(self._answer_events(response, messages)) as events:
+                        async for event in events:
+                            produced = produced or bool(event.text)
+                            yield event
                     return
-                async with contextlib.aclosing(self._stream_events(response, messages)) as events:
-                    async for event in events:
-                        yield event
-            finally:
-                # A body not read to its end closes the connection instead of returning it to the pool.
-                await response.aclose()
+                except UpstreamError as error:
+                    # Timeouts, cuts and error events may pass; garbage would come again.
+                    transient = error.transient or isinstance(error, UpstreamTimeout)
+                    delay = self._retry_delay(attempt, error, None) if transient and not produced else None
+                    if delay is None:
+                        raise
+                finally:
+                    # A body not read to its end closes the connection instead of returning it to the pool.
+                    await response.aclose()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+
+    async def _answer_events(self, response: httpx.Response, messages: list[Message]) -> AsyncIterator[StreamEvent]:
+        if response.headers.get("Content-Type", "").startswith("application/json"):
+            # The upstream ignored "stream": true and answered in one piece.
+            completion_data = await self._read_json(response)
+            content = _message_content(self._first_choice(completion_data))
+            if content:
+                yield StreamEvent(text=content)
+            if isinstance(completion_data.get("usage"), dict):
+                yield StreamEvent(usage=_usage(completion_data["usage"], messages=messages, content=content))
+            return
+        async with contextlib.aclosing(self._stream_events(response, messages)) as events:
+            async for event in events:
+                yield event
 
     async def generate_image(self, *, model, prompt: str) -> ImageResult:
         api = settings.AI_IMAGE_API
@@ -130,14 +151,14 @@ class OpenAIProvider(Provider):
         pieces: list[str] = []
         reported_usage = None
         finished = False
-        async with contextlib.aclosing(self._sse_events(response)) as events:
+        async with contextlib.aclosing(self._sse_events(response, started=lambda: bool(pieces))) as events:
             async for event in events:
                 if event.data.strip() == "[DONE]":
                     finished = True
                     break
                 if event.event == "error":
                     detail = _error_message(event.data) or "no detail given"
-                    raise self._error(f"The AI provider failed mid-reply: {detail}.")
+                    raise self._error(f"The AI provider failed {_where(pieces)}: {detail}.", transient=True)
                 try:
                     chunk = json.loads(event.data)
                 except ValueError:
@@ -146,7 +167,7 @@ class OpenAIProvider(Provider):
                     raise self._error("The AI provider sent a malformed stream chunk.")
                 if chunk.get("error"):
                     detail = _error_message(chunk) or "no detail given"
-                    raise self._error(f"The AI provider failed mid-reply: {detail}.")
+                    raise self._error(f"The AI provider failed {_where(pieces)}: {detail}.", transient=True)
                 choices = chunk.get("choices")
                 if isinstance(choices, list) and choices and isinstance(choices[0], dict):
                     choice = choices[0]
@@ -156,19 +177,22 @@ class OpenAIProvider(Provider):
                         pieces.append(text)
                         yield StreamEvent(text=text)
                     if choice.get("finish_reason") == "error":
-                        raise self._error("The AI provider failed mid-reply.")
+                        raise self._error(f"The AI provider failed {_where(pieces)}.", transient=True)
                     if choice.get("finish_reason"):
                         finished = True
                 # vLLM and llama.cpp may report usage on several chunks; the last one is the total.
                 if isinstance(chunk.get("usage"), dict):
                     reported_usage = chunk["usage"]
         if not finished:
-            raise self._error("The AI provider stopped mid-reply: the upstream closed the stream early.")
+            raise self._error(f"The AI provider closed the stream early, {_where(pieces)}.", transient=True)
         if reported_usage is not None:
             yield StreamEvent(usage=_usage(reported_usage, messages=messages, content="".join(pieces)))
 
-    async def _sse_events(self, response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
-        """Yield each server-sent event as soon as its closing blank line arrives; end where the body ends."""
+    async def _sse_events(self, response: httpx.Response, started) -> AsyncIterator[ServerSentEvent]:
+        """Yield each server-sent event as soon as its closing blank line arrives; end where the body ends.
+
+        `started()` says whether text came already, for the words of a timeout.
+        """
         try:
             async with contextlib.aclosing(EventSource(_ending_with_a_blank_line(response)).aiter_sse()) as events:
                 async for event in events:
@@ -177,9 +201,9 @@ class OpenAIProvider(Provider):
                     if event.data or event.event == "error":
                         yield event
         except httpx.ReadTimeout:
+            where = "mid-reply" if started() else "before its first token"
             raise self._error(
-                f"The AI provider went silent for more than {settings.AI_TIMEOUT:g} s mid-reply.",
-                timeout=True,
+                f"The AI provider went silent for more than {settings.AI_TIMEOUT:g} s {where}.", timeout=True
             ) from None
         except httpx.HTTPError as exc:
             # A cut connection ends the events; the caller tells a finished reply from a cut one.
@@ -423,13 +447,24 @@ class OpenAIProvider(Provider):
             raise self._error("The AI provider returned an empty image.")
         return data
 
-    def _error(self, detail: str, *, timeout: bool = False, logged: str | None = None) -> UpstreamError:
-        """The error users see (no address of ours in it); the log names the upstream and all it said."""
+    def _error(
+        self, detail: str, *, timeout: bool = False, logged: str | None = None, transient: bool = False
+    ) -> UpstreamError:
+        """The error users see (no address of ours in it); the log names the upstream and all it said.
+
+        `transient`: another attempt may well succeed (a stream cut or ended by an error event).
+        """
         if self.api_key and len(self.api_key) >= 4:
             detail = detail.replace(self.api_key, "[redacted]")
             logged = logged and logged.replace(self.api_key, "[redacted]")
         logger.warning("AI provider at %s: %s", self.host, logged or detail)
-        return (UpstreamTimeout if timeout else UpstreamError)(detail)
+        error = (UpstreamTimeout if timeout else UpstreamError)(detail)
+        error.transient = transient
+        return error
+
+
+def _where(pieces: list[str]) -> str:
+    return "mid-reply" if pieces else "before its first token"
 
 
 def _ending_with_a_blank_line(response: httpx.Response) -> httpx.Response:

@@ -380,7 +380,7 @@ def test_a_stream_closed_early_yields_its_deltas_then_an_upstream_error(provider
     async def scenario():
         async with contextlib.aclosing(provider.stream(model=model, messages=MESSAGES)) as events:
             assert [(await anext(events)).text, (await anext(events)).text] == ["Half", " a reply"]
-            with pytest.raises(UpstreamError, match="the upstream closed the stream early"):
+            with pytest.raises(UpstreamError, match="closed the stream early, mid-reply"):
                 await anext(events)
 
     run(scenario())
@@ -732,3 +732,29 @@ def test_the_api_key_is_not_sent_to_a_model_on_another_host(settings, upstream):
     run(get_provider(model).complete(model=model, messages=[{"role": "user", "content": "hi"}]))
 
     assert "Authorization" not in upstream.requests[-1]["headers"]
+
+
+@pytest.mark.parametrize("how", ["silent", "cut", "error-event"])
+def test_a_stream_that_fails_before_its_first_token_is_retried(provider, model, upstream, settings, how):
+    settings.AI_TIMEOUT = 0.3
+    if how == "silent":
+        upstream.enqueue_silent(3)  # the headers, then nothing
+    elif how == "cut":
+        upstream.enqueue_raw([b": warming up\n\n"], cut=True)
+    else:
+        upstream.enqueue_raw([b'event: error\ndata: {"error": {"message": "overloaded"}}\n\n'])
+    upstream.enqueue_text("Second try.", chunks=["Second", " try."])
+
+    assert texts(collect(provider.stream(model=model, messages=MESSAGES))) == ["Second", " try."]
+    assert len(upstream.requests) == 2
+
+
+def test_a_stream_silent_on_every_attempt_is_a_timeout_before_its_first_token(provider, model, upstream, settings):
+    settings.AI_TIMEOUT = 0.2
+    settings.AI_MAX_RETRIES = 1
+    for _ in range(2):
+        upstream.enqueue_silent(3)
+
+    with pytest.raises(UpstreamTimeout, match=r"went silent for more than 0\.2 s before its first token"):
+        collect(provider.stream(model=model, messages=MESSAGES))
+    assert len(upstream.requests) == 2

@@ -155,6 +155,10 @@ class StubUpstream:
         """Accept the request, send nothing for `seconds` (less if the stub stops), then drop the connection."""
         self._enqueue("hang", seconds=seconds)
 
+    def enqueue_silent(self, seconds: float) -> None:
+        """Answer 200 with an event stream's headers, then send nothing for `seconds`, then drop the connection."""
+        self._enqueue("silent", seconds=seconds)
+
     def enqueue_image(self, png: bytes, *, via: str = "images", cost: float | str | None = None) -> None:
         """Answer with an image: "images" (data[0].b64_json), "url" (data[0].url) or "chat" (message.images)."""
         if via not in ("images", "url", "chat"):
@@ -389,6 +393,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_body(200, b'{"id": "chatcmpl-stub", "choices": [{"message": ', "application/json")
 
     def _reply_hang(self, *, seconds: float) -> None:
+        self.server.stub._pause(seconds)
+        self.close_connection = True
+
+    def _reply_silent(self, *, seconds: float) -> None:
+        self._start_chunked(200, "text/event-stream")
         self.server.stub._pause(seconds)
         self.close_connection = True
 

@@ -365,3 +365,16 @@ def test_a_remote_image_in_a_reply_or_a_message_loads_nothing(api_client, sessio
     assert "collector.example" in page  # the message and the reply are there, as links
     assert 'src="https://collector.example' not in page
     assert ours in page
+
+
+def test_an_upstream_silent_after_its_headers_is_tried_again(api_client, session, upstream, settings):
+    settings.AI_TIMEOUT = 0.3
+    upstream.enqueue_silent(3)
+    upstream.enqueue_text("Here now.", usage=(5, 2))
+
+    response = send(api_client, session)
+
+    assert response.status_code == 201, response.content
+    assert response.json()["assistant_message"]["content"] == "Here now."
+    assert len(chat_requests(upstream)) == 2
+    assert UsageEvent.objects.get().state == UsageEvent.State.SETTLED
