@@ -16,7 +16,7 @@ from billing.selectors import usage_summary
 from billing.serializers import LimitUsageSerializer, UsageOutput, UserSubscriptionSerializer
 from billing.services import subscription_current
 from chatsite.errors import InvalidInput, NotFound
-from chatsite.schema import error_responses
+from chatsite.schema import error_responses, pagination
 from sessions_app import selectors as session_selectors
 from sessions_app.api import int_param, validated
 from sessions_app.serializers import ChatMessageSerializer, ChatSessionSerializer, MessagesOutput
@@ -130,7 +130,7 @@ class UsageView(APIView):
 class AdminUserListView(APIView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(responses=AdminUserSerializer(many=True))
+    @extend_schema(parameters=pagination(100, 1000), responses=AdminUserSerializer(many=True))
     def get(self, request):
         limit = int_param(request, "limit", 100, minimum=1, maximum=1000)
         offset = int_param(request, "offset", 0)

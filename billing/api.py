@@ -8,7 +8,7 @@ from billing import selectors
 from billing.serializers import ChatSessionUsageSerializer
 from chatbots.services import model_test_usage
 from chatsite.errors import InvalidInput
-from chatsite.schema import REPLY_ERRORS
+from chatsite.schema import NOT_BLANK, REPLY_ERRORS
 
 
 class ChatSessionUsageViewSet(viewsets.ReadOnlyModelViewSet):
@@ -29,7 +29,14 @@ class TestModelUsageView(APIView):
 
     @extend_schema(
         request=None,
-        parameters=[OpenApiParameter("model_name", str, required=True, description="model_id or name.")],
+        parameters=[
+            OpenApiParameter(
+                "model_name",
+                {"type": "string", "minLength": 1, "maxLength": 255, "pattern": NOT_BLANK},
+                required=True,
+                description="model_id or name.",
+            )
+        ],
         responses={
             200: inline_serializer(
                 "TestModelUsageOutput",
