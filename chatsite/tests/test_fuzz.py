@@ -41,7 +41,6 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 SEED = int(os.environ.get("FUZZ_SEED") or random.SystemRandom().randrange(2**32))
 CHECKS = [
     not_a_server_error,
-    positive_data_acceptance,
     status_code_conformance,
     content_type_conformance,
     response_headers_conformance,
