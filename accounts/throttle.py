@@ -14,6 +14,7 @@ before, counted after): a coarse limit on one address trying many accounts.
 """
 
 import contextlib
+import ipaddress
 
 from django.conf import settings
 from django.core.cache import caches
@@ -61,12 +62,22 @@ def throttle_hit(request, action: str, *, account: str) -> None:
 
 
 def client_address(request) -> str:
-    """The client's address: the proxy's last X-Forwarded-For entry when one is trusted, else the peer's."""
+    """The client's address: the proxy's last X-Forwarded-For entry when one is trusted, else the peer's.
+
+    A peer without an address (a Unix socket) counts as 0.0.0.0: all such share one count.
+    """
     if settings.USE_X_FORWARDED_FOR:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", 1)[-1].strip()
+        forwarded = _address(request.META.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", 1)[-1])
         if forwarded:
             return forwarded
-    return request.META["REMOTE_ADDR"]
+    return _address(request.META.get("REMOTE_ADDR", "")) or "0.0.0.0"  # noqa: S104 (an address, not a bind)
+
+
+def _address(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
 
 
 def _rates(action: str) -> tuple[str, str]:

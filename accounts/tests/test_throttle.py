@@ -147,3 +147,10 @@ def test_behind_a_proxy_the_address_is_the_one_it_appended(settings, default_tie
     assert first == [400, 400, 429]
     # Trusted, each client behind the proxy has its own count; not, they all share the proxy's.
     assert other == (400 if trusted else 429)
+
+
+def test_a_client_without_an_address_or_with_a_forged_one_is_still_counted(settings, default_tier):
+    settings.USE_X_FORWARDED_FOR = True
+    client = APIClient(enforce_csrf_checks=True, REMOTE_ADDR="", HTTP_X_FORWARDED_FOR="not an address")
+    client.credentials(HTTP_X_CSRFTOKEN=client.get("/api/auth/csrf/").json()["csrfToken"])
+    assert _login(client, "nobody@example.com", "guess").status_code == 400
