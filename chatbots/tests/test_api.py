@@ -8,6 +8,8 @@ from sessions_app.tests.factories import ChatSessionFactory
 
 def test_chatbot_list_shows_active_chatbots_in_seed_shape(api_client, chatbot):
     ChatbotFactory(name="Retired", is_active=False)
+    chatbot.prompt_is_private = False
+    chatbot.save(update_fields=["prompt_is_private"])
 
     response = api_client.get("/api/chatbots/")
 
@@ -23,6 +25,7 @@ def test_chatbot_list_shows_active_chatbots_in_seed_shape(api_client, chatbot):
         "is_active": True,
         "system_prompt": "You are a helpful assistant.",
         "chatbot_type": "text",
+        "prompt_is_private": False,
     }
 
 
