@@ -149,6 +149,18 @@ def upstream(settings):
 
 
 @pytest.fixture
+def stripe_stub(settings):
+    """A local Stripe-compatible server on 127.0.0.1 (chatsite.testing.stripe_stub); settings point at it."""
+    from chatsite.testing.stripe_stub import SECRET_KEY, WEBHOOK_SECRET, StripeStub
+
+    with StripeStub() as stub:
+        settings.STRIPE_SECRET_KEY = SECRET_KEY
+        settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
+        settings.STRIPE_API_BASE = stub.base_url
+        yield stub
+
+
+@pytest.fixture
 def refused_base_url():
     """An http://127.0.0.1:PORT/v1 URL where nothing listens."""
     import socket

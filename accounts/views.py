@@ -16,6 +16,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts import services
 from accounts.forms import LoginForm, SignupForm, ThrottledPasswordResetForm
 from accounts.throttle import throttle_hit
+from billing.models import BillingCustomer, Payment
+from billing.payments import payments_configured
 from billing.selectors import usage_event_recent, usage_per_day, usage_summary
 from billing.services import subscription_current
 from chatsite.errors import InvalidInput, NoSubscription, TooManyAttempts
@@ -242,5 +244,8 @@ def account(request):
             for event in usage_event_recent(user=request.user, limit=20)
         ],
         "chart": usage_chart(usage_per_day(user=request.user, days=30)),
+        "payments": list(Payment.objects.filter(user=request.user).select_related("subscription_type")[:50]),
+        "can_manage_billing": payments_configured() and BillingCustomer.objects.filter(user=request.user).exists(),
+        "checkout_success": request.GET.get("checkout") == "success",
     }
     return render(request, "accounts/account.html", context)

@@ -92,6 +92,24 @@ class TooManyAttempts(ChatsiteError):
         self.headers["Retry-After"] = str(retry_after)
 
 
+class PaymentsNotConfigured(ChatsiteError):
+    status = 503
+    code = "payments_not_configured"
+    default_detail = "Plans cannot be bought here: payments are not set up. Staff assign plans."
+
+
+class PaymentsError(ChatsiteError):
+    status = 502
+    code = "payments_error"
+    default_detail = "The payment provider did not answer. Try again in a moment."
+
+
+class BadSignature(ChatsiteError):
+    status = 400
+    code = "bad_signature"
+    default_detail = "The webhook's signature is missing, wrong or too old."
+
+
 class Interrupted(UpstreamError):
     """The server running a reply stopped before the reply finished."""
 

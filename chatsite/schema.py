@@ -61,8 +61,9 @@ ERROR_DESCRIPTIONS = {
     413: "Request body too large.",
     415: "The body is not JSON.",
     429: "A usage limit is reached, or too many attempts; Retry-After says when to try again.",
-    502: "The AI provider failed to answer.",
-    503: "The database is unavailable for a moment; Retry-After says when to try again.",
+    502: "The AI provider (for billing: the payment provider) failed to answer.",
+    503: "The database is unavailable for a moment (Retry-After says when to try again); for billing, also: "
+    "payments are not set up (payments_not_configured).",
     504: "The AI provider did not answer in time.",
 }
 

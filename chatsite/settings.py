@@ -248,6 +248,13 @@ RATELIMIT_IP_META_KEY = "accounts.throttle.client_address"
 # cache's increment exact, which is what the warning is about.
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001", *env.list("SILENCED_SYSTEM_CHECKS", default=[])]
 
+# Selling plans (billing/purchases.py): both keys, or plans are assigned by staff only.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+# Stripe's API, or a Stripe-compatible server (the tests' local one).
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
+STRIPE_CURRENCY = env.str("STRIPE_CURRENCY", default="usd").lower()
+
 # Throttles (accounts/throttle.py): counts every app server shares, in a table of the database.
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
