@@ -102,7 +102,7 @@ class CheckoutView(APIView):
 class PortalView(APIView):
     """The payment provider's page where the user manages cards, invoices and cancellation."""
 
-    @extend_schema(request=None, responses={200: RedirectOutput, **error_responses(502)})
+    @extend_schema(request=None, responses={200: RedirectOutput, **error_responses(400, 502)})
     def post(self, request):
         return Response({"url": purchases.portal_begin(user=request.user, base_url=_base_url(request))})
 

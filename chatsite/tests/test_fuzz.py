@@ -182,13 +182,14 @@ def signed_in(user):
         yield auth
 
 
+# Billing talks to the local Stripe-compatible server, so checkout and the portal answer as configured.
 @pytest.fixture
-def as_user(user, known_objects):
+def as_user(user, known_objects, stripe_stub):
     yield from signed_in(user)
 
 
 @pytest.fixture
-def as_staff(staff, known_objects):
+def as_staff(staff, known_objects, stripe_stub):
     yield from signed_in(staff)
 
 
