@@ -67,7 +67,7 @@ def pricing(request: HttpRequest):
     plans = [
         {
             "tier": tier,
-            "price": "Free" if tier.price <= 0 else _money(tier.price),
+            "price": "$0" if tier.price <= 0 else _money(tier.price),
             "period": tier_period(tier),
             "limits": tier_limits_in_words(tier),
             "current": current is not None and current.subscription_type_id == tier.pk,
