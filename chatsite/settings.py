@@ -278,5 +278,7 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # The Stripe client logs every request and answer at INFO; its failures are logged by billing.
+    "loggers": {"stripe": {"level": "WARNING"}},
 }
 CSRF_FAILURE_VIEW = "chatsite.views.csrf_failure"
