@@ -324,3 +324,16 @@ def test_ending_a_plan_now_hands_over_to_the_default_tier(user, pro, stripe_stub
     assert subscription_current_get(user=user) is None
     assert UserSubscription.objects.filter(user=user, subscription_type=pro).exists()
     assert UsageEvent.objects.count() == 0
+
+
+def test_the_admin_lists_payments_and_webhook_events_with_their_outcome(admin_client, user, pro, stripe_stub):
+    post_event(checkout_completed(user, pro))
+    record = WebhookEvent.objects.get()
+
+    payments = admin_client.get("/admin/billing/payment/").content.decode()
+    events = admin_client.get("/admin/billing/webhookevent/").content.decode()
+    detail = admin_client.get(f"/admin/billing/webhookevent/{record.pk}/change/").content.decode()
+
+    assert "12.00" in payments and user.email in payments
+    assert "checkout.session.completed" in events and "now on Pro" in events
+    assert "cs_test_1" in detail  # the payload, as received
