@@ -45,12 +45,16 @@ run: migrate
 	@echo
 	DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-# Production-like: gunicorn with uvicorn workers (gunicorn.conf.py, ASGI), static files from whitenoise;
-# every other setting from the environment (GUNICORN_WORKERS or WEB_CONCURRENCY, DATABASE_URL, ...).
-serve: migrate
-	DEBUG=1 $(BIN)/python manage.py seed_demo
+# Production-like: DEBUG off and every setting from the environment (SECRET_KEY is required; see the
+# README for a try-out on plain HTTP), static files collected and served by whitenoise, gunicorn with
+# uvicorn workers (gunicorn.conf.py, ASGI; GUNICORN_WORKERS or WEB_CONCURRENCY).
+serve: setup
+	@test -n "$$SECRET_KEY" || grep -qs '^SECRET_KEY=.' .env || { echo "make serve: set SECRET_KEY (see README, \"make serve\")" >&2; exit 2; }
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@echo "chatsite (gunicorn, uvicorn workers) on http://$(HOST):$(PORT)/"
-	DEBUG=1 GUNICORN_BIND=$(HOST):$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py
+	GUNICORN_BIND=$(HOST):$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py
 
 lint: setup-dev
 	$(BIN)/ruff check .

@@ -1,15 +1,22 @@
-"""What a production install carries: requirements.txt, and the make targets that install it."""
+"""What a production install carries (requirements.txt) and how `make serve` runs it."""
 
 import ast
+import os
 import re
+import secrets
+import signal
 import subprocess
 import sys
+import time
 from importlib.metadata import PackageNotFoundError, packages_distributions, requires
 from pathlib import Path
 
 import pytest
+import requests
 from django.conf import settings
 from packaging.requirements import Requirement
+
+from chatsite.testing.appserver import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRST_PARTY = {"accounts", "billing", "bench", "chatbots", "chatsite", "sessions_app"}
@@ -144,3 +151,82 @@ def test_make_run_and_make_serve_install_the_runtime_set_only():
 def test_make_test_and_make_bench_install_the_development_set_too():
     for target in ("test", "bench", "load", "capacity", "replies", "fuzz", "lint"):
         assert "-r requirements.txt -r requirements-dev.txt" in make_dry_run(target), target
+
+
+def serve_environment(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    # A fresh machine: SQLite, nothing collected yet; only what the README says a try-out needs.
+    ignored = {"DJANGO_ALLOW_ASYNC_UNSAFE", "DEBUG", "DATABASE_URL", "STATICFILES_STORAGE", "MAKEFLAGS", "MFLAGS"}
+    env = {k: v for k, v in os.environ.items() if k not in ignored}
+    return {
+        **env,
+        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "STATIC_ROOT": str(tmp_path / "staticfiles"),
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "GUNICORN_WORKERS": "1",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "SECURE_SSL_REDIRECT": "0",
+        "SESSION_COOKIE_SECURE": "0",
+        "CSRF_COOKIE_SECURE": "0",
+        **overrides,
+    }
+
+
+def test_make_serve_refuses_to_start_without_a_secret_key(tmp_path):
+    process = subprocess.Popen(
+        ["make", "serve", f"PORT={free_port()}"], cwd=ROOT, env=serve_environment(tmp_path, SECRET_KEY=""),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:  # it started a server after all: stop all of it
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+
+    assert process.returncode == 2
+    assert "SECRET_KEY" in stderr
+
+
+def test_make_serve_collects_static_files_and_serves_them_with_debug_off(tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as output:
+        # A session of its own: the group id is make's pid, so the stop below reaches gunicorn and its worker.
+        process = subprocess.Popen(
+            ["make", "serve", f"PORT={port}"], cwd=ROOT, env=serve_environment(tmp_path),
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()
+            try:
+                if requests.get(f"{base}/health/ready/", timeout=1).status_code == 200:
+                    break
+            except (requests.ConnectionError, requests.Timeout):
+                time.sleep(0.2)
+        else:
+            pytest.fail(f"make serve did not answer on {base}:\n{log.read_text()[-3000:]}")
+
+        page = requests.get(f"{base}/accounts/login/", timeout=10)
+        stylesheet = re.search(r'href="(/static/[^"]+\.[0-9a-f]{12}\.css)"', page.text)
+        missing = requests.get(f"{base}/no-such-page/", timeout=10)
+        served = requests.get(f"{base}{stylesheet[1]}", timeout=10) if stylesheet else None
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    output = log.read_text()
+
+    assert page.status_code == 200
+    # Collected with the manifest storage: names carry their content's hash and are cached for good.
+    assert stylesheet, page.text[:2000]
+    assert served.status_code == 200
+    assert "immutable" in served.headers["Cache-Control"]
+    assert (tmp_path / "staticfiles" / "staticfiles.json").exists()
+    # DEBUG is off: no technical 404 page.
+    assert missing.status_code == 404
+    assert "URLconf" not in missing.text
+    assert "No directory at" not in output
+    assert "Application startup complete" in output
