@@ -84,9 +84,12 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 # per thread but borrowed from a pool (PostgreSQL) and given back after each use.
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=12)
-# A connection that died with a PostgreSQL restart is replaced, not handed out (with a pool: checked as it leaves it).
+# A connection that died with a PostgreSQL restart is replaced, not handed out (with a pool: checked as it
+# leaves it, by a round trip only when the server has sent something since: chatsite/postgresql/base.py).
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX_SIZE > 0:
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "chatsite.postgresql"
+if DATABASES["default"]["ENGINE"] == "chatsite.postgresql" and DB_POOL_MAX_SIZE > 0:
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
         "max_size": DB_POOL_MAX_SIZE,

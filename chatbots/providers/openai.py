@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 RETRY_AFTER_CAP = 10.0
 DETAIL_MAX_CHARS = 300
+# After [DONE], how long the rest of a stream's body (normally its last, empty chunk) is waited for.
+DRAIN_SECONDS = 0.5
 IMAGE_SIGNATURES = [
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
@@ -183,6 +185,13 @@ class OpenAIProvider(Provider):
                 # vLLM and llama.cpp may report usage on several chunks; the last one is the total.
                 if isinstance(chunk.get("usage"), dict):
                     reported_usage = chunk["usage"]
+            if finished:
+                # Read the body to its end: only then does the connection go back to the pool
+                # (closed, the next reply would connect and shake hands again).
+                with contextlib.suppress(TimeoutError, UpstreamError):
+                    async with asyncio.timeout(DRAIN_SECONDS):
+                        async for _ in events:
+                            pass
         if not finished:
             raise self._error(f"The AI provider closed the stream early, {_where(pieces)}.", transient=True)
         if reported_usage is not None:

@@ -584,6 +584,38 @@ def test_a_long_lived_loops_client_serves_many_calls_over_one_pool(provider, mod
     assert len(upstream.requests) == 5
 
 
+def test_a_long_lived_loops_pool_keeps_a_connection_for_every_reply_that_ran_at_once(provider, model, upstream):
+    # More replies at once than httpx keeps alive by default (20), and than requests pooled (10): a pool
+    # sized to the concurrency (AI_MAX_CONNECTIONS, AI_MAX_KEEPALIVE) opens no new connection for the
+    # next burst, where a default one would drop the extra connections and open (and handshake) them again.
+    at_once = 30
+    for _ in range(2 * at_once):
+        upstream.enqueue_text("one two", chunks=["one", " two"], delay=0.3)
+
+    async def burst():
+        async def read(stream):
+            async with contextlib.aclosing(stream):
+                return [event async for event in stream]
+
+        return await asyncio.gather(*(read(provider.stream(model=model, messages=MESSAGES)) for _ in range(at_once)))
+
+    async def scenario():
+        share_client_on(asyncio.get_running_loop())
+        try:
+            first = await burst()
+            opened_by_first = upstream.connections_opened
+            second = await burst()
+        finally:
+            await close_shared_client()
+        return first + second, opened_by_first
+
+    replies, opened_by_first = run(scenario())
+
+    assert [texts(events) for events in replies] == [["one", " two"]] * (2 * at_once)
+    assert opened_by_first == at_once
+    assert upstream.connections_opened == at_once
+
+
 def test_an_image_comes_from_the_images_endpoint(image_model, upstream):
     png = tiny_png()
     upstream.enqueue_image(png, via="images")

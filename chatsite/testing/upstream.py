@@ -80,6 +80,8 @@ class StubUpstream:
         # Set at stop(): every hang and delay ends at once, so teardown never waits them out.
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
+        # Every connection a client opened, kept-alive ones counted once: a client that reuses its pool opens few.
+        self.connections_opened = 0
         self._handler_threads: set[threading.Thread] = set()
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.stub = self
@@ -217,6 +219,8 @@ class StubUpstream:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Many clients connect at once (a pool filling up): none should wait for a SYN retry.
+    request_queue_size = 256
     stub: StubUpstream
 
     def handle_error(self, request, client_address) -> None:
@@ -241,6 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         with self.server.stub._changed:
             self.server.stub._connections.add(self.connection)
+            self.server.stub.connections_opened += 1
             self.server.stub._handler_threads.add(threading.current_thread())
 
     def finish(self) -> None:
