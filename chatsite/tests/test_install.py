@@ -20,10 +20,11 @@ from chatsite.testing.appserver import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRST_PARTY = {"accounts", "billing", "bench", "chatbots", "chatsite", "sessions_app"}
-# Tools of tests, benchmarks and development that nothing imports at run time.
+# Tools of tests, benchmarks and development that nothing imports at run time. (requests is not among
+# them: the official stripe client, which sells the plans, runs on it.)
 NOT_RUNTIME = {
     "pytest", "pytest-django", "factory-boy", "faker", "time-machine", "playwright", "greenlet", "schemathesis",
-    "hypothesis", "requests", "locust", "gevent", "geventhttpclient", "flask", "werkzeug", "granian", "psutil",
+    "hypothesis", "locust", "gevent", "geventhttpclient", "flask", "werkzeug", "granian", "psutil",
     "pyzmq", "ruff", "pip-tools",
 }  # fmt: skip
 # The extras requirements.in asks for.
