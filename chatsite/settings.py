@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "chatbots",
     "sessions_app",
     "billing",
+    "apikeys",
 ]
 
 MIDDLEWARE = [
@@ -172,6 +173,8 @@ MAX_MESSAGE_CHARS = env.int("MAX_MESSAGE_CHARS", default=32000)
 # follow streams (per app server process). 0 means no cap.
 MAX_ACTIVE_REPLIES_PER_USER = env.int("MAX_ACTIVE_REPLIES_PER_USER", default=3)
 MAX_FOLLOW_STREAMS_PER_USER = env.int("MAX_FOLLOW_STREAMS_PER_USER", default=10)
+# Personal API keys (the OpenAI-compatible API under /v1/) a user may hold at once.
+MAX_API_KEYS_PER_USER = env.int("MAX_API_KEYS_PER_USER", default=10)
 # While notifications run, the database is still read this often for what one may have missed
 # (a follower on another server than the reply's; stops, by the server running the reply).
 REPLY_RECHECK_SECONDS = env.float("REPLY_RECHECK_SECONDS", default=1.0)
