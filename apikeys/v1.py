@@ -135,7 +135,7 @@ class ModelsView(OpenAIView):
             {
                 "id": model.model_id,
                 "object": "model",
-                "created": int(model.created_at.timestamp()),
+                "created": 0,  # chatsite does not record when a model was added
                 "owned_by": model.model_id.split("/", 1)[0] if "/" in model.model_id else model.provider,
             }
             for model in models
