@@ -3,6 +3,7 @@
 import math
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
@@ -16,6 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts import services
 from accounts.forms import LoginForm, SignupForm, ThrottledPasswordResetForm
 from accounts.throttle import throttle_hit
+from apikeys.selectors import api_key_list
 from billing.selectors import usage_event_recent, usage_per_day, usage_summary
 from billing.services import subscription_current
 from chatsite.errors import InvalidInput, NoSubscription, TooManyAttempts
@@ -242,5 +244,16 @@ def account(request):
             for event in usage_event_recent(user=request.user, limit=20)
         ],
         "chart": usage_chart(usage_per_day(user=request.user, days=30)),
+        "api_keys": [
+            {
+                "key": key,
+                "messages": _amount(key.used_messages, money=False),
+                "tokens": _amount(key.used_tokens or 0, money=False),
+                "cost": _amount(key.used_cost or 0, money=True),
+            }
+            for key in api_key_list(user=request.user)
+        ],
+        "api_base": request.build_absolute_uri("/v1"),
+        "max_api_keys": settings.MAX_API_KEYS_PER_USER,
     }
     return render(request, "accounts/account.html", context)
