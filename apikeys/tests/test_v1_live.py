@@ -294,3 +294,43 @@ def test_an_image_model_answers_images_generations(client, key, stub, response_f
     assert (event.kind, event.session_id) == ("image", None)
     with pytest.raises(openai.NotFoundError):
         client.images.generate(model="vendor/chat-not-image", prompt="x")
+
+
+def test_replies_in_flight_are_capped_per_user_across_pages_and_api(client, app_server, user, key, model, stub):
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
+
+    from accounts.tests.factories import PASSWORD
+    from chatbots.tests.factories import ChatbotFactory
+    from chatsite.testing.appserver import http_session, sign_in
+    from sessions_app.tests.factories import ChatSessionFactory
+
+    user.password = make_password(PASSWORD, hasher=PBKDF2PasswordHasher())  # production settings' hasher
+    user.save(update_fields=["password"])
+    chat = ChatSessionFactory(user=user, chatbot=ChatbotFactory(), ai_model=model)
+    for _ in range(3):  # MAX_ACTIVE_REPLIES_PER_USER is 3: a page reply and two API calls fill it
+        stub.enqueue_text("slow reply here", chunks=["slow", " reply", " here"], usage=(3, 3), delay=1.0)
+    page = http_session(sign_in(app_server.url, user.email, PASSWORD))
+    page_stream = page.post(
+        f"{app_server.url}/api/chat-sessions/{chat.pk}/send/", json={"message": "Hi", "stream": True},
+        stream=True, timeout=20,
+    )  # fmt: skip
+    streams = [
+        client.chat.completions.create(model="vendor/chat", messages=[{"role": "user", "content": "Hi"}], stream=True)
+        for _ in range(2)
+    ]
+    try:
+        assert page_stream.status_code == 200
+        with pytest.raises(openai.RateLimitError) as raised:
+            client.chat.completions.create(model="vendor/chat", messages=[{"role": "user", "content": "One more"}])
+        assert raised.value.code == "too_many_streams"
+        assert int(raised.value.response.headers["Retry-After"]) > 0
+    finally:
+        for stream in streams:
+            list(stream)  # read to the end: these replies finish and are charged
+        page_stream.close()
+        page.close()
+    deadline = time.monotonic() + 10
+    while UsageEvent.objects.filter(state=UsageEvent.State.RESERVED).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert UsageEvent.objects.filter(api_key=key[0], state=UsageEvent.State.SETTLED).count() == 2
+    assert UsageEvent.objects.filter(session=chat).count() == 1
