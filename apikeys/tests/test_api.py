@@ -183,3 +183,23 @@ def test_staff_list_and_revoke_keys_in_the_admin(admin_client, user, django_asse
     assert response.status_code == 302
     assert ApiKey.objects.filter(revoked_at__isnull=False).count() == 2
     assert admin_client.get("/admin/apikeys/apikey/add/").status_code == 403
+
+
+def test_v1_models_costs_the_same_queries_however_many_models(anon_client, user, django_assert_max_num_queries):
+    _, full = make_key(user)
+    AIModelFactory.create_batch(12)
+
+    # Queries: the key joined to its user, marking it used (at most once a minute), the models.
+    with django_assert_max_num_queries(3):
+        response = anon_client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {full}")
+
+    assert len(response.json()["data"]) == 12
+
+
+def test_the_keys_endpoints_are_in_the_api_docs(anon_client):
+    schema = anon_client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+
+    assert {"get", "post"} <= set(schema["paths"]["/api/api-keys/"])
+    assert {"get", "patch", "delete"} <= set(schema["paths"]["/api/api-keys/{id}/"])
+    created = schema["components"]["schemas"]["ApiKeyCreated"]["properties"]
+    assert {"id", "name", "prefix", "key", "created_at", "last_used_at"} <= set(created)

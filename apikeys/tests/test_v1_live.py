@@ -334,3 +334,29 @@ def test_replies_in_flight_are_capped_per_user_across_pages_and_api(client, app_
         time.sleep(0.05)
     assert UsageEvent.objects.filter(api_key=key[0], state=UsageEvent.State.SETTLED).count() == 2
     assert UsageEvent.objects.filter(session=chat).count() == 1
+
+
+def test_free_models_and_the_cost_cap_count_as_they_do_for_sends(client, user, key, stub, api_client):
+    tier = SubscriptionTypeFactory(
+        hourly_max_messages=5, monthly_free_model_messages=5, max_openrouter_cost_usd=Decimal("0.01")
+    )
+    subscription_assign(user=user, subscription_type=tier)
+    AIModelFactory(model_id="vendor/free", provider="openai", is_free=True)
+    AIModelFactory(model_id="vendor/paid", provider="openai")
+    stub.enqueue_text("Free answer.", usage=(10, 5), cost="0.5")
+    stub.enqueue_text("Paid answer.", usage=(10, 5), cost="0.02")
+
+    free = client.chat.completions.with_raw_response.create(
+        model="vendor/free", messages=[{"role": "user", "content": "Hi"}]
+    )
+    client.chat.completions.create(model="vendor/paid", messages=[{"role": "user", "content": "Hi"}])
+
+    assert free.headers["X-RateLimit-Limit"] == "5"  # the free model's tightest limit: its monthly messages
+    usage = {row["name"]: row["used"] for row in api_client.get("/api/users/usage/").json()["limits"]}
+    assert (usage["monthly_free_model_messages"], usage["hourly_max_messages"]) == (1, 1)
+    assert usage["max_openrouter_cost_usd"] == "0.02000000"  # a free model costs nothing, whatever it reports
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.chat.completions.create(model="vendor/paid", messages=[{"role": "user", "content": "Again"}])
+    assert raised.value.body["limit"] == "max_openrouter_cost_usd"
+    # The free model is still open: the cost cap does not count it.
+    client.chat.completions.create(model="vendor/free", messages=[{"role": "user", "content": "Still free?"}])
