@@ -64,10 +64,17 @@ class StopField(serializers.Field):
         valid = isinstance(data, list) and len(data) <= 4
         if not valid or not all(isinstance(s, str) and 0 < len(s) <= 100 for s in data):
             raise serializers.ValidationError("`stop` is a string or a list of up to 4 strings.", code="invalid")
-        return data
+        return [_storable(s) for s in data]
 
     def to_representation(self, value):
         return value
+
+
+def _storable(text: str) -> str:
+    """Text the database can store and the upstream's JSON can carry: no NUL, no lone surrogate."""
+    if "\x00" in text or any("\ud800" <= character <= "\udfff" for character in text):
+        raise serializers.ValidationError("Text may not contain NUL or unpaired surrogate characters.", code="invalid")
+    return text
 
 
 def message_text(content) -> str:
@@ -104,7 +111,7 @@ class ChatCompletionInput(serializers.Serializer):
                 raise serializers.ValidationError(
                     "Each message is an object whose `role` is system, developer, user or assistant.", code="invalid"
                 )
-            text = message_text(item.get("content"))
+            text = _storable(message_text(item.get("content")))
             if len(text) > settings.MAX_MESSAGE_CHARS:
                 raise serializers.ValidationError(
                     f"A message is longer than {settings.MAX_MESSAGE_CHARS} characters.", code="too_long"

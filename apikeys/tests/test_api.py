@@ -1,5 +1,7 @@
 """The personal API keys endpoints (/api/api-keys/), the key check of /v1/, and the admin."""
 
+import json
+
 import pytest
 from django.test import override_settings
 
@@ -203,3 +205,35 @@ def test_the_keys_endpoints_are_in_the_api_docs(anon_client):
     assert {"get", "patch", "delete"} <= set(schema["paths"]["/api/api-keys/{id}/"])
     created = schema["components"]["schemas"]["ApiKeyCreated"]["properties"]
     assert {"id", "name", "prefix", "key", "created_at", "last_used_at"} <= set(created)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "vendor/listed", "messages": [{"role": "user", "content": "a\x00b"}], "store": True},
+        {"model": "vendor/listed", "messages": [{"role": "user", "content": "\ud800"}]},
+        {"model": "vendor/listed", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+        {"model": "vendor/listed", "messages": [{"role": "user", "content": None}]},
+        {"model": "vendor/listed", "messages": ["hi"]},
+        {"model": "vendor/listed", "messages": [{"role": "user", "content": "Hi"}], "stop": ["a"] * 5},
+        {"model": "vendor/listed", "messages": [{"role": "user", "content": "Hi"}], "stop": "\ud800"},
+        {"model": "vendor/listed", "messages": [{"role": "user", "content": "Hi"}], "n": 2},
+        {"model": "vendor/listed", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 0},
+        {"model": "vendor/listed", "messages": [{"role": "user", "content": "Hi"}], "stream_options": "yes"},
+        {"model": "vendor/listed", "messages": [{"role": "assistant", "content": "Only me"}]},
+        {"model": ["vendor/listed"], "messages": [{"role": "user", "content": "Hi"}]},
+        [],
+    ],
+)
+def test_invalid_chat_completions_are_400_in_openais_shape_and_charge_nothing(anon_client, user, body):
+    AIModelFactory(model_id="vendor/listed")
+    _, full = make_key(user)
+
+    response = anon_client.post(
+        "/v1/chat/completions", json.dumps(body), content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {full}",
+    )  # fmt: skip
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert not UsageEvent.objects.exists()
