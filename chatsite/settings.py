@@ -196,7 +196,11 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatsite API",
-    "DESCRIPTION": "Multi-user AI chat with exact quotas. Session authentication with CSRF.",
+    "DESCRIPTION": (
+        "Multi-user AI chat with exact quotas. Session authentication with CSRF. Personal API keys "
+        "(/api/api-keys/) open the OpenAI-compatible API under /v1/ (models, chat/completions, "
+        "images/generations) with `Authorization: Bearer cs-...`, under the same quotas; see the README."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -352,11 +352,16 @@ def test_free_models_and_the_cost_cap_count_as_they_do_for_sends(client, user, k
     client.chat.completions.create(model="vendor/paid", messages=[{"role": "user", "content": "Hi"}])
 
     assert free.headers["X-RateLimit-Limit"] == "5"  # the free model's tightest limit: its monthly messages
+    assert free.headers["X-RateLimit-Remaining"] == "4"
     usage = {row["name"]: row["used"] for row in api_client.get("/api/users/usage/").json()["limits"]}
     assert (usage["monthly_free_model_messages"], usage["hourly_max_messages"]) == (1, 1)
     assert usage["max_openrouter_cost_usd"] == "0.02000000"  # a free model costs nothing, whatever it reports
     with pytest.raises(openai.RateLimitError) as raised:
         client.chat.completions.create(model="vendor/paid", messages=[{"role": "user", "content": "Again"}])
     assert raised.value.body["limit"] == "max_openrouter_cost_usd"
-    # The free model is still open: the cost cap does not count it.
-    client.chat.completions.create(model="vendor/free", messages=[{"role": "user", "content": "Still free?"}])
+    # The free model is still open, the cost cap does not count it; a stream carries the same headers.
+    streamed = client.chat.completions.with_raw_response.create(
+        model="vendor/free", messages=[{"role": "user", "content": "Still free?"}], stream=True
+    )
+    assert (streamed.headers["X-RateLimit-Limit"], streamed.headers["X-RateLimit-Remaining"]) == ("5", "3")
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed.parse() if chunk.choices)
