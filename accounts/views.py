@@ -3,6 +3,7 @@
 import math
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
@@ -16,6 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts import services
 from accounts.forms import LoginForm, SignupForm, ThrottledPasswordResetForm
 from accounts.throttle import throttle_hit
+from apikeys.selectors import api_key_list
 from billing.models import BillingCustomer, Payment
 from billing.payments import payments_configured
 from billing.selectors import usage_event_recent, usage_per_day, usage_summary
@@ -247,5 +249,16 @@ def account(request):
         "payments": list(Payment.objects.filter(user=request.user).select_related("subscription_type")[:50]),
         "can_manage_billing": payments_configured() and BillingCustomer.objects.filter(user=request.user).exists(),
         "checkout_success": request.GET.get("checkout") == "success",
+        "api_keys": [
+            {
+                "key": key,
+                "messages": _amount(key.used_messages, money=False),
+                "tokens": _amount(key.used_tokens or 0, money=False),
+                "cost": _amount(key.used_cost or 0, money=True),
+            }
+            for key in api_key_list(user=request.user)
+        ],
+        "api_base": request.build_absolute_uri("/v1"),
+        "max_api_keys": settings.MAX_API_KEYS_PER_USER,
     }
     return render(request, "accounts/account.html", context)

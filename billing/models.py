@@ -125,6 +125,11 @@ class UsageEvent(models.Model):
     message = models.ForeignKey(
         "sessions_app.ChatMessage", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_events"
     )
+    # The personal API key of a call to the OpenAI-compatible API (None: the chat pages). Keys are
+    # revoked, never deleted, so this stays; SET_NULL only if a user (and their keys) goes.
+    api_key = models.ForeignKey(
+        "apikeys.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_events"
+    )
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.MESSAGE)
     is_free_model = models.BooleanField(default=False)
     prompt_tokens = models.PositiveIntegerField(default=0)

@@ -88,12 +88,14 @@ def usage_reserve(
     message=None,
     max_in_flight: int = 0,
     in_flight_window: timedelta = timedelta(seconds=90),
+    api_key=None,
 ) -> UsageEvent:
     """Reserve one message (or image) and its estimated prompt tokens, or raise QuotaExceeded.
 
     With `max_in_flight`, also refuse (TooManyStreams) while the user already has that many
     reservations begun within `in_flight_window` and not yet settled: replies still running.
-    The event returned carries `headroom`, the tightest limit left after it.
+    The event returned carries `headroom`, the tightest limit left after it. `api_key`: the
+    personal API key the call came with (None for the chat pages).
     """
     with transaction.atomic(savepoint=False):
         # Lock the subscription row: concurrent reservations of one user, from any process
@@ -120,6 +122,7 @@ def usage_reserve(
             user=user,
             session=session,
             message=message,
+            api_key=api_key,
             ai_model=ai_model,
             kind=kind,
             is_free_model=ai_model.is_free,

@@ -37,9 +37,13 @@ def database_connections_reset(exc: BaseException) -> None:
 
 
 def database_unavailable_response(request: HttpRequest, exc: BaseException) -> HttpResponse:
-    """503: JSON under /api/, a plain page elsewhere."""
+    """503: JSON under /api/ (OpenAI's shape under /v1/), a plain page elsewhere."""
     database_connections_reset(exc)
-    if request.path.startswith("/api/"):
+    if request.path.startswith("/v1/"):
+        from apikeys.errors import openai_error
+
+        response = JsonResponse(openai_error(UNAVAILABLE, 503), status=503)
+    elif request.path.startswith("/api/"):
         response = JsonResponse(UNAVAILABLE, status=503)
     else:
         # No request context: its processors may read the database that is away.

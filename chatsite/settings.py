@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "chatbots",
     "sessions_app",
     "billing",
+    "apikeys",
 ]
 
 MIDDLEWARE = [
@@ -175,6 +176,8 @@ MAX_MESSAGE_CHARS = env.int("MAX_MESSAGE_CHARS", default=32000)
 # follow streams (per app server process). 0 means no cap.
 MAX_ACTIVE_REPLIES_PER_USER = env.int("MAX_ACTIVE_REPLIES_PER_USER", default=3)
 MAX_FOLLOW_STREAMS_PER_USER = env.int("MAX_FOLLOW_STREAMS_PER_USER", default=10)
+# Personal API keys (the OpenAI-compatible API under /v1/) a user may hold at once.
+MAX_API_KEYS_PER_USER = env.int("MAX_API_KEYS_PER_USER", default=10)
 # While notifications run, the database is still read this often for what one may have missed
 # (a follower on another server than the reply's; stops, by the server running the reply).
 REPLY_RECHECK_SECONDS = env.float("REPLY_RECHECK_SECONDS", default=1.0)
@@ -196,7 +199,11 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatsite API",
-    "DESCRIPTION": "Multi-user AI chat with exact quotas. Session authentication with CSRF.",
+    "DESCRIPTION": (
+        "Multi-user AI chat with exact quotas. Session authentication with CSRF. Personal API keys "
+        "(/api/api-keys/) open the OpenAI-compatible API under /v1/ (models, chat/completions, "
+        "images/generations) with `Authorization: Bearer cs-...`, under the same quotas; see the README."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",

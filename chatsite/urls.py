@@ -11,6 +11,7 @@ from rest_framework.routers import SimpleRouter
 
 from accounts import api as accounts_api
 from accounts import views as accounts_views
+from apikeys import api as apikeys_api
 from billing import api as billing_api
 from billing import views as billing_views
 from chatbots import api as chatbots_api
@@ -39,6 +40,7 @@ router.register("chatbots", chatbots_api.ChatbotViewSet, basename="chatbot")
 router.register("ai-models", chatbots_api.AIModelViewSet, basename="ai-model")
 router.register("chat-sessions", sessions_api.ChatSessionViewSet, basename="chat-session")
 router.register("chat-session-usages", billing_api.ChatSessionUsageViewSet, basename="chat-session-usage")
+router.register("api-keys", apikeys_api.ApiKeyViewSet, basename="api-key")
 # The endpoints that run replies are async views around their DRF actions.
 router_urls = [
     URLPattern(url.pattern, reply_endpoint(url.callback), url.default_args, url.name)
@@ -94,6 +96,8 @@ api_urlpatterns = [
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="chat:index", permanent=False)),
     path("api/", include((api_urlpatterns, "api"))),
+    # The OpenAI-compatible API, opened by personal API keys (apikeys/v1.py).
+    path("v1/", include("apikeys.urls")),
     path("health/", views.health, name="health"),
     path("health/ready/", views.ready, name="health-ready"),
     path("accounts/", include("accounts.urls")),

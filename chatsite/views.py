@@ -1,4 +1,4 @@
-"""Project-wide views: health checks and error pages that speak JSON under /api/."""
+"""Project-wide views: health checks and error pages that speak JSON under /api/ (and OpenAI's JSON under /v1/)."""
 
 import logging
 import sys
@@ -15,7 +15,15 @@ logger = logging.getLogger(__name__)
 
 
 def _is_api(request) -> bool:
-    return request.path.startswith("/api/")
+    return request.path.startswith(("/api/", "/v1/"))
+
+
+def _error(request, detail: str, code: str, status: int) -> JsonResponse:
+    if request.path.startswith("/v1/"):
+        from apikeys.errors import openai_error
+
+        return JsonResponse(openai_error({"detail": detail, "code": code}, status), status=status)
+    return JsonResponse({"detail": detail, "code": code}, status=status)
 
 
 @never_cache
@@ -44,19 +52,19 @@ def ready(request):
 
 def not_found(request, exception=None):
     if _is_api(request):
-        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+        return _error(request, "Not found.", "not_found", 404)
     return render(request, "404.html", status=404)
 
 
 def bad_request(request, exception=None):
     if _is_api(request):
-        return JsonResponse({"detail": "Bad request.", "code": "bad_request"}, status=400)
+        return _error(request, "Bad request.", "bad_request", 400)
     return render(request, "400.html", status=400)
 
 
 def permission_denied(request, exception=None):
     if _is_api(request):
-        return JsonResponse({"detail": "Permission denied.", "code": "permission_denied"}, status=403)
+        return _error(request, "Permission denied.", "permission_denied", 403)
     return render(request, "403.html", status=403)
 
 
@@ -66,11 +74,11 @@ def server_error(request):
         # Raised outside a view (a middleware saving the session): still an outage, not a bug.
         return database_unavailable_response(request, exc)
     if _is_api(request):
-        return JsonResponse({"detail": "Server error.", "code": "server_error"}, status=500)
+        return _error(request, "Server error.", "server_error", 500)
     return render(request, "500.html", status=500)
 
 
 def csrf_failure(request, reason=""):
     if _is_api(request):
-        return JsonResponse({"detail": f"CSRF check failed: {reason}", "code": "csrf_failed"}, status=403)
+        return _error(request, f"CSRF check failed: {reason}", "csrf_failed", 403)
     return render(request, "403_csrf.html", {"reason": reason}, status=403)

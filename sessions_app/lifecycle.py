@@ -7,9 +7,10 @@
 
 Every end goes through `reply_finish`: the normal end, a stop, an upstream failure, a
 database outage (the finish is retried), a server shutting down, the reaping of a reply
-whose server died, and the staff debug call (a reply with no message). Callers say what
-happened as an `Outcome`; this module decides what it costs. These are plain functions
-over the ORM: the runtime that runs replies on an event loop lives in `runtime.py`.
+whose server died, and the replies with no message: the staff debug call and the calls of
+the OpenAI-compatible API (apikeys/). Callers say what happened as an `Outcome`; this
+module decides what it costs. These are plain functions over the ORM: the runtime that
+runs replies on an event loop lives in `runtime.py`.
 """
 
 import copy
@@ -57,6 +58,7 @@ class ReplyJob:
     is_image: bool
     headroom: Headroom | None = None  # the tightest quota left after its reservation
     title_from: str | None = None  # the chat's first message, while the chat waits for its automatic title
+    options: dict | None = None  # sampling options for the upstream (max_tokens, temperature, top_p, stop)
 
     @property
     def reply_pk(self) -> int | None:

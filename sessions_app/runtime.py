@@ -128,10 +128,14 @@ class LiveReply:
 
     def __init__(self, job: ReplyJob) -> None:
         self.job = job
-        self.pk = job.reply_pk
+        self.pk = job.reply_pk  # None: a call with no message (the OpenAI-compatible API)
+        # Its key among the live replies: a call with no message goes by its reservation, negated.
+        self.key = self.pk if self.pk is not None else -job.event.pk
         self.user_id = job.user_id
         self.content = ""
         self.image_url = ""
+        self.image: bytes | None = None  # a generated image's bytes, kept for a call with no chat
+        self.outcome: Outcome | None = None
         self.flushed_to = 0  # the text before this offset is saved as pieces
         self.finishing = False  # the finish has begun: no more pieces are written
         self.finished = False
@@ -232,10 +236,12 @@ async def _produce(live: LiveReply) -> Usage | None:
     provider = get_provider(job.model)
     if job.is_image:
         image = await provider.generate_image(model=job.model, prompt=job.prompt)
+        if live.pk is None:
+            live.image = image.png
         live.image_url = await db(_store_image, job.session_pk, image.png, image.content_type)
         return Usage(image.prompt_tokens, 0, image.cost_usd)
     usage = None
-    stream = provider.stream(model=job.model, messages=job.messages)
+    stream = provider.stream(model=job.model, messages=job.messages, options=job.options)
     try:
         async for event in stream:
             if event.usage is not None:
@@ -250,9 +256,10 @@ async def _produce(live: LiveReply) -> Usage | None:
 IMAGE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
 
-def _store_image(session_pk: int, data: bytes, content_type: str) -> str:
+def _store_image(session_pk: int | None, data: bytes, content_type: str) -> str:
     extension = IMAGE_EXTENSIONS.get(content_type, "png")
-    name = default_storage.save(f"generated/{session_pk}/{time.time_ns():x}.{extension}", ContentFile(data))
+    folder = session_pk if session_pk is not None else "api"
+    name = default_storage.save(f"generated/{folder}/{time.time_ns():x}.{extension}", ContentFile(data))
     return default_storage.url(name)
 
 
@@ -312,6 +319,7 @@ async def _run(live: LiveReply) -> Finished | None:
     _runtime.ensure_started()
     try:
         outcome = await _generate(live)
+        live.outcome = outcome
         job = live.job
         # Named in the finish's transaction, so `done` can carry the chat's new title.
         if job.title_from is not None and (outcome.error is None or outcome.produced):
@@ -323,13 +331,13 @@ async def _run(live: LiveReply) -> Finished | None:
         logger.exception("reply %s: its finish failed; the reaper ends it", live.pk)
         return None
     finally:
-        _live.pop(live.pk, None)
+        _live.pop(live.key, None)
         live.end()
 
 
 def _register(job: ReplyJob) -> LiveReply:
     live = LiveReply(job)
-    _live[live.pk] = live
+    _live[live.key] = live
     return live
 
 
@@ -346,11 +354,17 @@ def reply_start(job: ReplyJob) -> LiveReply:
 
 async def reply_run_here(job: ReplyJob) -> Finished | None:
     """Run a begun reply as a task on this loop and wait for its end; a caller that goes away leaves it running."""
+    return (await reply_run_live(job)).result
+
+
+async def reply_run_live(job: ReplyJob) -> LiveReply:
+    """`reply_run_here`, returning the run itself: its text, image and outcome as well as its result."""
     live = _register(job)
     loop = asyncio.get_running_loop()
     # A context of its own: the reply is nobody's request.
     live.task = loop.create_task(_run(live), context=contextvars.Context() if loop is _runtime.loop else None)
-    return await asyncio.shield(live.task)
+    await asyncio.shield(live.task)
+    return live
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -503,6 +517,10 @@ class _Runtime:
     def lives_here(self) -> list[LiveReply]:
         return [live for live in list(_live.values()) if live.loop is self.loop and live.loop is not None]
 
+    def replies_here(self) -> list[LiveReply]:
+        """The live replies of this loop that have a message: saved as they grow, marked alive, stoppable by pk."""
+        return [live for live in self.lives_here() if live.pk is not None]
+
     # Saving text, marking replies alive, and (without notifications) looking for stops.
 
     async def _write_loop(self) -> None:
@@ -512,7 +530,7 @@ class _Runtime:
             await asyncio.sleep(min(FLUSH_SECONDS, HEARTBEAT_SECONDS))
             try:
                 await self._flush()
-                lives = self.lives_here()
+                lives = self.replies_here()
                 if lives and time.monotonic() >= next_stop_poll:
                     next_stop_poll = time.monotonic() + (
                         settings.REPLY_RECHECK_SECONDS if self.listening else STOP_POLL_SECONDS
@@ -532,7 +550,7 @@ class _Runtime:
         async with self.write_lock():
             batch = [
                 (live, len(live.content))
-                for live in self.lives_here()
+                for live in self.replies_here()
                 if not live.finishing and len(live.content) > live.flushed_to
             ]
             if not batch:

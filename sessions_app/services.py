@@ -163,12 +163,18 @@ def context_build(*, session: ChatSession, history: list[tuple[str, str]] | None
     return system + kept[::-1]
 
 
-def _reply_begin(*, session: ChatSession, user, reply_to: ChatMessage) -> tuple[ChatMessage, ReplyJob]:
-    """Inside the caller's transaction: reserve the usage and create the empty reply."""
+def _reply_begin(
+    *, session: ChatSession, user, reply_to: ChatMessage, messages: list[Message] | None = None,
+    api_key=None, options: dict | None = None,
+) -> tuple[ChatMessage, ReplyJob]:  # fmt: skip
+    """Inside the caller's transaction: reserve the usage and create the empty reply.
+
+    `messages`: what to send upstream instead of the chat's context (an API call stored as a chat).
+    """
     model = session.ai_model
     is_image = session.chatbot.chatbot_type == ContentType.IMAGE
-    history = _history(session)
-    messages = context_build(session=session, history=history)
+    history = _history(session) if messages is None else []
+    messages = context_build(session=session, history=history) if messages is None else messages
     prompt = reply_to.content
     title_from = None
     if session.auto_generate_title and session.title == DEFAULT_TITLE:
@@ -184,11 +190,11 @@ def _reply_begin(*, session: ChatSession, user, reply_to: ChatMessage) -> tuple[
         prompt_tokens=estimate_tokens(prompt) if is_image else estimate_prompt_tokens(messages),
         # Counted under the reservation's lock, so racing sends from any server cannot both take the
         # last place; a reply whose server died stops counting when it would be reaped.
-        max_in_flight=settings.MAX_ACTIVE_REPLIES_PER_USER, in_flight_window=ORPHANED_AFTER,
+        max_in_flight=settings.MAX_ACTIVE_REPLIES_PER_USER, in_flight_window=ORPHANED_AFTER, api_key=api_key,
     )  # fmt: skip
     job = ReplyJob(
         reply=reply, event=event, session_pk=session.pk, user_id=user.pk, model=model, messages=messages,
-        prompt=prompt, is_image=is_image, headroom=event.headroom, title_from=title_from,
+        prompt=prompt, is_image=is_image, headroom=event.headroom, title_from=title_from, options=options,
     )  # fmt: skip
     return reply, job
 

@@ -8,6 +8,8 @@ from decimal import Decimal
 
 # A chat message as the OpenAI protocol spells it: {"role": ..., "content": ...}.
 Message = dict[str, str]
+# The sampling options a reply may carry to its upstream, as OpenAI's chat completions name them.
+OPTION_NAMES = ("max_tokens", "temperature", "top_p", "stop")
 
 
 def estimate_tokens(text: str) -> int:
@@ -69,7 +71,8 @@ class Provider(ABC):
     async def complete(self, *, model, messages: list[Message]) -> Completion: ...
 
     @abstractmethod
-    def stream(self, *, model, messages: list[Message]) -> AsyncIterator[StreamEvent]: ...
+    def stream(self, *, model, messages: list[Message], options: dict | None = None) -> AsyncIterator[StreamEvent]:
+        """The reply piece by piece. `options`: OpenAI sampling fields (OPTION_NAMES) passed on to the upstream."""
 
     @abstractmethod
     async def generate_image(self, *, model, prompt: str) -> ImageResult: ...

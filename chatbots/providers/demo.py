@@ -35,6 +35,17 @@ def demo_reply(messages: list[Message]) -> str:
     )
 
 
+def _apply_options(content: str, options: dict) -> str:
+    """Honour `stop` and `max_tokens` as a model would: the text ends before a stop sequence, or at the limit."""
+    stops = options.get("stop") or []
+    for stop in [stops] if isinstance(stops, str) else stops:
+        if stop and stop in content:
+            content = content[: content.index(stop)]
+    if options.get("max_tokens"):
+        content = content[: options["max_tokens"] * 4]
+    return content
+
+
 class DemoProvider(Provider):
     name = "demo"
 
@@ -46,8 +57,10 @@ class DemoProvider(Provider):
             completion_tokens=estimate_tokens(content),
         )
 
-    async def stream(self, *, model, messages: list[Message]) -> AsyncIterator[StreamEvent]:
-        content = demo_reply(messages)
+    async def stream(
+        self, *, model, messages: list[Message], options: dict | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        content = _apply_options(demo_reply(messages), options or {})
         delay = settings.DEMO_STREAM_DELAY
         # Word by word, like a model's tokens, paced so the streaming is visible.
         for piece in re.findall(r"\S+\s*|\s+", content):

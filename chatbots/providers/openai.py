@@ -17,6 +17,7 @@ from django.conf import settings
 from httpx_sse import EventSource, ServerSentEvent
 
 from chatbots.providers.base import (
+    OPTION_NAMES,
     Completion,
     ImageResult,
     Message,
@@ -70,7 +71,9 @@ class OpenAIProvider(Provider):
             cost_usd=usage.cost_usd,
         )
 
-    async def stream(self, *, model, messages: list[Message]) -> AsyncIterator[StreamEvent]:
+    async def stream(
+        self, *, model, messages: list[Message], options: dict | None = None
+    ) -> AsyncIterator[StreamEvent]:
         """Yield each piece of text as soon as it arrives, then the usage.
 
         A stream that fails before its first piece of text (silence after the headers, a
@@ -83,6 +86,7 @@ class OpenAIProvider(Provider):
             "messages": messages,
             "stream": True,
             "stream_options": {"include_usage": True},
+            **{name: value for name, value in (options or {}).items() if name in OPTION_NAMES},
             **self._extra_body(),
         }
         attempt = 0
