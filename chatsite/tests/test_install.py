@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 from chatsite.testing.appserver import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRST_PARTY = {"accounts", "billing", "bench", "chatbots", "chatsite", "sessions_app"}
+FIRST_PARTY = {"accounts", "apikeys", "billing", "bench", "chatbots", "chatsite", "sessions_app"}
 # Tools of tests, benchmarks and development that nothing imports at run time. (requests is not among
 # them: the official stripe client, which sells the plans, runs on it.)
 NOT_RUNTIME = {
