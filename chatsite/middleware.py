@@ -70,8 +70,10 @@ class DatabaseUnavailableMiddleware:
 class PrivateAnswersMiddleware:
     """Every answer to a signed-in user is `Cache-Control: private, no-store`: no proxy or browser cache keeps it.
 
-    Static files never get here (whitenoise answers them further out); a request without a
-    session cookie is nobody's, and costs no look-up.
+    A request with a session cookie or credentials is somebody's: its answer is private
+    whether or not the session still signs anyone in. Deciding costs no look-up, so it holds
+    while the database is away too. Static files never get here (whitenoise answers them
+    further out).
     """
 
     def __init__(self, get_response):
@@ -80,7 +82,5 @@ class PrivateAnswersMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         if settings.SESSION_COOKIE_NAME in request.COOKIES or "HTTP_AUTHORIZATION" in request.META:
-            user = getattr(request, "user", None)
-            if user is not None and user.is_authenticated:
-                patch_cache_control(response, private=True, no_store=True)
+            patch_cache_control(response, private=True, no_store=True)
         return response
