@@ -4,7 +4,7 @@ import logging
 import sys
 
 from django.http import JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -16,6 +16,14 @@ logger = logging.getLogger(__name__)
 
 def _is_api(request) -> bool:
     return request.path.startswith("/api/")
+
+
+@require_GET
+def landing(request):
+    """What chatsite is, for a visitor; signed-in people go straight to their chats."""
+    if request.user.is_authenticated:
+        return redirect("chat:index")
+    return render(request, "landing.html")
 
 
 @never_cache

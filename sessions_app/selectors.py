@@ -72,6 +72,39 @@ def message_list_owned(*, user, session_id: int) -> list[ChatMessage] | None:
     return messages
 
 
+def version_order_key(message: ChatMessage):
+    """Versions of one place in a chat, oldest first: an edit is as new as its last change."""
+    return (message.edited_at or message.created_at, message.created_at, message.pk)
+
+
+def is_version(message: ChatMessage) -> bool:
+    # A reply that failed before saying anything is no version worth going back to.
+    return not (message.status == ChatMessage.Status.FAILED and not message.content)
+
+
+def versions_tree(messages: list[ChatMessage]) -> dict:
+    """Children of each parent id (None for the first messages), as versions oldest first."""
+    children: dict = {}
+    for message in messages:
+        if is_version(message) or not message.disabled:
+            children.setdefault(message.parent_message_id, []).append(message)
+    for siblings in children.values():
+        siblings.sort(key=version_order_key)
+    return children
+
+
+def message_versions(*, session: ChatSession, message_id) -> list[ChatMessage] | None:
+    """The versions at a message's place in its chat (it and its siblings of its kind), oldest first."""
+    message = session.messages.filter(message_id=message_id).first()
+    if message is None:
+        return None
+    # parent_message_id=None filters on IS NULL: the versions of a chat's first message.
+    siblings = message_list(session=session).filter(
+        parent_message_id=message.parent_message_id, message_type=message.message_type
+    )
+    return sorted((m for m in siblings if is_version(m) or m.pk == message.pk), key=version_order_key)
+
+
 def _highlight(text: str) -> str:
     return escape(text).replace(_MARK_START, "<mark>").replace(_MARK_STOP, "</mark>")
 

@@ -25,4 +25,6 @@
 
   chatbot.addEventListener("change", fit);
   fit();
+  // This pane is for starting a chat: begin at its first choice (not while a search is shown).
+  if (!/[?&]q=./.test(window.location.search)) chatbot.focus();
 })();
