@@ -120,7 +120,8 @@ def test_conversation_keeps_line_breaks(owner_client, chat_session):
     ChatMessageFactory(session=chat_session, content="line one\nline two")
 
     # As typed, newline and all: the page shows it with white-space: pre-wrap (test_browser_chat checks the look).
-    assert '<div class="message-body plain">line one\nline two</div>' in _body(owner_client.get(f"/chat/{chat_session.pk}/"))
+    body = _body(owner_client.get(f"/chat/{chat_session.pk}/"))
+    assert '<div class="message-body plain">line one\nline two</div>' in body
 
 
 def test_sending_a_message_via_the_form_creates_it_and_the_demo_reply(owner_client, chat_session):
@@ -221,7 +222,7 @@ def test_regenerate_with_nothing_to_answer_shows_the_error(owner_client, chat_se
 
 
 def test_disabled_messages_are_other_versions_and_not_shown(owner_client, chat_session):
-    question, answer = _exchange(chat_session, "Question", "An answer that was replaced")
+    _, answer = _exchange(chat_session, "Question", "An answer that was replaced")
     answer.disabled = True
     answer.save()
 
