@@ -21,26 +21,31 @@
   }
 
   apply(stored());
+  // Pages style what scripts enhance (a chat list that folds away) only when scripts run.
+  document.documentElement.classList.add("js");
 
   document.addEventListener("DOMContentLoaded", function () {
     var buttons = document.querySelectorAll("[data-theme-toggle]");
-    Array.prototype.forEach.call(buttons, function (button) {
-      function show(choice) {
+    var current = stored();
+    function show(choice) {
+      Array.prototype.forEach.call(buttons, function (button) {
         button.querySelector("[data-theme-label]").textContent = LABELS[choice];
         button.setAttribute("data-choice", choice);
-      }
+      });
+    }
+    Array.prototype.forEach.call(buttons, function (button) {
       button.hidden = false;
-      show(stored());
       button.addEventListener("click", function () {
-        var next = CHOICES[(CHOICES.indexOf(stored()) + 1) % CHOICES.length];
+        current = CHOICES[(CHOICES.indexOf(current) + 1) % CHOICES.length];
         try {
-          window.localStorage.setItem(KEY, next);
+          window.localStorage.setItem(KEY, current);
         } catch (error) {
           // Private mode: the choice holds for this page only.
         }
-        apply(next);
-        show(next);
+        apply(current);
+        show(current);
       });
     });
+    show(current);
   });
 })();

@@ -25,6 +25,6 @@
 
   chatbot.addEventListener("change", fit);
   fit();
-  // This pane is for starting a chat: begin at its first choice (not while a search is shown).
-  if (!/[?&]q=./.test(window.location.search)) chatbot.focus();
+  // Come here to start a chat (Ctrl+Shift+O, or New chat): begin at its first choice.
+  if (/[?&]new=1/.test(window.location.search)) chatbot.focus();
 })();

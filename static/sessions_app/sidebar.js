@@ -44,6 +44,19 @@
     }
   });
 
+  // ---- The chat's options (model, rename, export, delete) fold away on a phone too ------------
+
+  const optionsToggle = document.querySelector(".options-toggle");
+  const options = document.getElementById("chat-actions");
+  if (optionsToggle && options) {
+    optionsToggle.hidden = false;
+    optionsToggle.addEventListener("click", () => {
+      const open = !options.classList.contains("open");
+      options.classList.toggle("open", open);
+      optionsToggle.setAttribute("aria-expanded", String(open));
+    });
+  }
+
   // ---- Item menus: one open at a time, closed by Escape or a click elsewhere -------------------
 
   const menus = Array.from(sidebar.querySelectorAll("details.item-menu"));
@@ -61,6 +74,9 @@
   }
   document.addEventListener("click", (event) => {
     for (const menu of menus) if (menu.open && !menu.contains(event.target)) menu.open = false;
+    // A tap beside the open chat list on a phone closes it.
+    const onToggle = toggles.some((toggle) => toggle.contains(event.target));
+    if (phone.matches && app.classList.contains("sidebar-open") && !sidebar.contains(event.target) && !onToggle) setOpen(false);
   });
 
   // ---- Rename in place --------------------------------------------------------------------------
