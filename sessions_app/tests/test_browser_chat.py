@@ -82,6 +82,8 @@ def _growth_steps(lengths: list[int]) -> int:
 
 
 def _send(page, text: str) -> None:
+    # While a reply is written Enter sends nothing (the text waits in the box): wait for Send to be back.
+    expect(page.get_by_role("button", name="Send", exact=True)).to_be_enabled()
     box = page.get_by_label("Message", exact=True)
     box.fill(text)
     box.press("Enter")
