@@ -440,3 +440,42 @@ def test_long_lists_are_bounded(owner_client, user, chat_session, chatbot, ai_mo
     assert "Numbered message 1" not in conversation
     assert all(f"Numbered message {n}" in conversation for n in range(2, 6))
     assert "Only the latest 4 messages are shown" in conversation
+
+
+def test_visitors_get_the_landing_page_and_signed_in_people_their_chats(owner_client):
+    response = Client().get("/")
+
+    assert response.status_code == 200
+    body = _body(response)
+    assert 'href="/accounts/signup/"' in body and 'href="/accounts/login/"' in body
+    assert owner_client.get("/").url == "/chat/"
+
+
+def test_the_admin_is_branded_chatsite(admin_client):
+    body = admin_client.get("/admin/").content.decode()
+
+    assert "chatsite administration" in body
+    assert "Django administration" not in body
+
+
+def test_a_version_switch_from_the_page_redirects_to_that_message(owner_client, chat_session):
+    question, answer = _exchange(chat_session, "Question", "First answer")
+    newer = ChatMessageFactory(
+        session=chat_session, message_type="assistant", content="Second answer", parent_message_id=question.message_id
+    )
+    answer.parent_message_id = question.message_id
+    answer.disabled = True
+    answer.save()
+
+    body = _body(owner_client.get(f"/chat/{chat_session.pk}/"))
+    assert "Second answer" in body and "First answer" not in body
+    assert '<span class="version-count">2/2</span>' in body
+
+    response = owner_client.post(f"/chat/{chat_session.pk}/messages/{answer.message_id}/switch/")
+
+    assert response.url == f"/chat/{chat_session.pk}/#m-{answer.message_id}"
+    body = _body(owner_client.get(f"/chat/{chat_session.pk}/"))
+    assert "First answer" in body and "Second answer" not in body
+    assert '<span class="version-count">1/2</span>' in body
+    newer.refresh_from_db()
+    assert newer.disabled
