@@ -396,7 +396,6 @@
 
   // Reads a reply to its end, following it again if the connection drops, then settles the page.
   async function runReply(response, reply, handlers) {
-    readUsage(response);
     let done = null;
     try {
       done = await streamInto(response, reply, handlers);
@@ -480,11 +479,7 @@
     if (!on) updateVersionButtons();
   }
 
-  // ---- Usage: the X-RateLimit-* of a send, and the hint by the composer -----------------------
-
-  function readUsage() {
-    // The hint is worded by the server (which limit, which window): read again after the reply.
-  }
+  // ---- Usage: the hint by the composer, worded by the server (which limit, which window) -------
 
   async function refreshUsage() {
     if (!usageHint) return;
