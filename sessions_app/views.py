@@ -172,7 +172,8 @@ def _conversation(session: ChatSession) -> tuple[list[dict], bool]:
     children = selectors.versions_tree(everything)
     rows = []
     for message in shown[-MESSAGE_PAGE:]:
-        siblings = [m for m in children.get(message.parent_message_id, []) if m.message_type == message.message_type]
+        place = children.get(selectors.version_place(message), [])
+        siblings = [m for m in place if m.message_type == message.message_type]
         index = next((i for i, m in enumerate(siblings) if m.pk == message.pk), 0)
         versions = None
         if len(siblings) > 1:

@@ -283,7 +283,7 @@ def test_a_quota_refusal_shows_inline_with_the_limit_its_local_reset_time_and_th
         _send(page, "One more please")
 
         alert = page.locator("#chat-alerts [role=alert]")
-        expect(alert).to_contain_text("hourly max messages (1 of 1)")
+        expect(alert).to_contain_text("messages per hour (1 of 1)")
         expect(alert).to_contain_text("It resets at")
         expect(alert.get_by_role("link")).to_have_attribute("href", "/account/")
         expect(page.get_by_label("Message", exact=True)).to_have_value("One more please")

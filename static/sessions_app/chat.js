@@ -433,12 +433,26 @@
     return UPSTREAM_TEXT[error.code] || error.detail;
   }
 
+  // A limit's name as the account page says it: "hourly_max_messages" is "messages per hour".
+  function limitLabel(name) {
+    const windows = {hourly: "per hour", three_hours: "per 3 hours", twelve_hours: "per 12 hours", daily: "per day",
+      weekly: "per week", monthly: "per 30 days"};
+    const fixed = {max_tokens: "tokens in this plan period", max_tokens_free: "free-model tokens in this plan period",
+      max_openrouter_cost_usd: "spending in this plan period", monthly_free_model_messages: "free-model messages per 30 days",
+      monthly_free_model_tokens: "free-model tokens per 30 days"};
+    if (fixed[name]) return fixed[name];
+    const match = /^(hourly|three_hours|twelve_hours|daily|weekly|monthly)_(max_messages|max_tokens|image_generation_limit)$/.exec(name);
+    if (!match) return name ? name.replace(/_/g, " ") : "usage limit";
+    const what = {max_messages: "messages", max_tokens: "tokens", image_generation_limit: "images"}[match[2]];
+    return `${what} ${windows[match[1]]}`;
+  }
+
   function showError(error, options) {
     const box = el("div", {className: "error-box"});
     box.setAttribute("role", "alert");
     box.dataset.code = error.code || "";
     if (error.code === "quota_exceeded") {
-      const limit = String(error.limit || "usage limit").replace(/_/g, " ");
+      const limit = limitLabel(String(error.limit || ""));
       const counts = error.limit_value !== undefined ? ` (${error.used} of ${error.limit_value})` : "";
       box.append(el("p", {}, el("strong", {textContent: `You have reached your limit: ${limit}${counts}.`})));
       const resets = error.resets_at ? new Date(error.resets_at) : null;
@@ -861,7 +875,8 @@
 
     function describe() {
       const option = select.options[select.selectedIndex];
-      description.textContent = `${option.dataset.description || "No description."} (${option.dataset.price})`;
+      const price = option.dataset.price.charAt(0).toUpperCase() + option.dataset.price.slice(1);
+      description.textContent = option.dataset.description ? `${option.dataset.description} · ${price}` : price;
       if (demoBanner) demoBanner.hidden = option.dataset.demo !== "true";
     }
     describe();
