@@ -479,3 +479,15 @@ def test_a_version_switch_from_the_page_redirects_to_that_message(owner_client, 
     assert '<span class="version-count">1/2</span>' in body
     newer.refresh_from_db()
     assert newer.disabled
+
+
+def test_messages_from_before_versions_show_no_version_switch(owner_client, chat_session):
+    # Messages without parent links (the migration links old chats; this is what it would miss).
+    for n in range(3):
+        ChatMessageFactory(session=chat_session, content=f"Old question {n}", parent_message_id=None)
+        ChatMessageFactory(session=chat_session, message_type="assistant", parent_message_id=None)
+
+    body = _body(owner_client.get(f"/chat/{chat_session.pk}/"))
+
+    assert "Old question 2" in body
+    assert "version-count" not in body
