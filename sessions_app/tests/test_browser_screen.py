@@ -120,12 +120,13 @@ def test_a_chat_opens_at_its_latest_message_and_a_new_message_and_its_reply_come
     assert page.problems == []
 
 
+@SIZES
 def test_a_streaming_reply_is_followed_only_from_the_bottom_otherwise_jump_to_latest_appears(
-    screen, user, chat_session, settings
+    screen, user, chat_session, settings, viewport
 ):
     settings.DEMO_STREAM_DELAY = 0.05
     _long_chat(chat_session)
-    page = screen(DESKTOP, user=user)
+    page = screen(viewport, user=user)
     page.goto(f"/chat/{chat_session.pk}/")
     scroller = page.locator("#scroller")
     jump = page.get_by_role("button", name="Jump to latest")
@@ -144,7 +145,7 @@ def test_a_streaming_reply_is_followed_only_from_the_bottom_otherwise_jump_to_la
     expect(jump).to_be_visible()
     page.wait_for_timeout(500)
     assert scroller.evaluate("(s) => s.scrollTop") == 0
-    screenshot(page, "screen-jump-to-latest")
+    screenshot(page, f"screen-jump-to-latest-{viewport['width']}")
     jump.click()
     assert scroller.evaluate(AT_BOTTOM)
     expect(jump).to_be_hidden()
@@ -196,7 +197,10 @@ def test_typed_text_survives_a_reload(screen, user, chat_session):
 # ---- Markdown while it streams ----------------------------------------------------------------
 
 
-def test_markdown_renders_while_a_reply_streams_with_the_saved_replies_sanitizer(screen, user, chat_session, upstream):
+@SIZES
+def test_markdown_renders_while_a_reply_streams_with_the_saved_replies_sanitizer(
+    screen, user, chat_session, upstream, viewport
+):
     AIModel.objects.filter(pk=chat_session.ai_model_id).update(provider="openai")
     pieces = [
         "## Steps\n\n",
@@ -209,7 +213,7 @@ def test_markdown_renders_while_a_reply_streams_with_the_saved_replies_sanitizer
         "[link](javascript:alert(1))",
     ]
     upstream.enqueue_text("".join(pieces), chunks=pieces, delay=0.6)
-    page = screen(DESKTOP, user=user)
+    page = screen(viewport, user=user)
     page.goto(f"/chat/{chat_session.pk}/")
 
     _send(page, "Show me")
@@ -225,7 +229,7 @@ def test_markdown_renders_while_a_reply_streams_with_the_saved_replies_sanitizer
     expect(code.locator("span.kn")).to_have_text("import")
     assert "```" not in reply.locator(".message-body").inner_text()
     assert "**" not in reply.locator(".message-body").inner_text()
-    screenshot(page, "screen-streaming-markdown")
+    screenshot(page, f"screen-streaming-markdown-{viewport['width']}")
 
     expect(reply).to_have_attribute("data-status", "complete")
     # Sanitized while streaming exactly as saved: no image from the text, no javascript: link.
@@ -235,6 +239,51 @@ def test_markdown_renders_while_a_reply_streams_with_the_saved_replies_sanitizer
     streamed_html = reply.locator(".message-body").inner_html()
     page.reload()
     assert page.locator(ASSISTANTS).last.locator(".message-body").inner_html() == streamed_html
+    assert page.problems == []
+
+
+# ---- Versions -------------------------------------------------------------------------------------
+
+
+@SIZES
+def test_after_an_edit_and_a_regenerate_the_versions_switch_in_place(screen, user, chat_session, viewport):
+    page = screen(viewport, user=user)
+    page.goto(f"/chat/{chat_session.pk}/")
+    _send(page, "Tell me about cats")
+    expect(page.locator(ASSISTANTS).last).to_have_attribute("data-status", "complete")
+    _send(page, "And dogs?")
+    expect(page.locator(ASSISTANTS).nth(1)).to_have_attribute("data-status", "complete")
+
+    # Edit the first question: the new reply comes directly under it, the rest is the other version.
+    first = page.locator(USERS).first
+    first.get_by_role("button", name="Edit").click()
+    page.get_by_label("Edit message").fill("Tell me about birds")
+    page.get_by_label("Edit message").press("Enter")
+    expect(page.locator(ASSISTANTS)).to_have_count(1)
+    expect(page.locator(ASSISTANTS).first).to_have_attribute("data-status", "complete")
+    expect(page.locator(ASSISTANTS).first).to_contain_text("Tell me about birds")
+    expect(page.locator(USERS)).to_have_count(1)
+    versions = first.get_by_role("navigation", name="Versions")
+    expect(versions).to_contain_text("2/2")
+    screenshot(page, f"screen-versions-edit-{viewport['width']}")
+
+    # Regenerate the reply: 2/2 at the reply, 2/2 still at the question.
+    page.locator(ASSISTANTS).first.get_by_role("button", name="Regenerate this reply").click()
+    expect(page.locator(ASSISTANTS).first.get_by_role("navigation", name="Versions")).to_contain_text("2/2")
+    expect(page.locator(ASSISTANTS).first).to_have_attribute("data-status", "complete")
+
+    # Back to the first question: its whole continuation (dogs too) is shown again.
+    page.locator(USERS).first.get_by_role("button", name="Previous version").click()
+    expect(page.locator(USERS)).to_have_count(2)
+    expect(page.locator(USERS).first.locator(".message-body")).to_have_text("Tell me about cats")
+    expect(page.locator(USERS).nth(1).locator(".message-body")).to_have_text("And dogs?")
+    expect(page.locator(USERS).first.get_by_role("navigation", name="Versions")).to_contain_text("1/2")
+    # The version switched to is in view.
+    assert page.locator(USERS).first.evaluate(IN_SCROLLER_VIEW)
+    screenshot(page, f"screen-versions-switched-{viewport['width']}")
+    page.locator(USERS).first.get_by_role("button", name="Next version").press("Enter")
+    expect(page.locator(USERS)).to_have_count(1)
+    expect(page.locator(ASSISTANTS).first.get_by_role("navigation", name="Versions")).to_contain_text("2/2")
     assert page.problems == []
 
 
@@ -305,8 +354,9 @@ def test_on_a_phone_the_chat_list_opens_behind_a_button(screen, user, chatbot, a
 # ---- The model switch -------------------------------------------------------------------------
 
 
+@SIZES
 def test_the_model_can_be_switched_inside_a_chat_and_the_picker_shows_descriptions_and_prices(
-    screen, user, chat_session
+    screen, user, chat_session, viewport
 ):
     AIModel.objects.filter(pk=chat_session.ai_model_id).update(
         name="Demo Free", description="Offline, costs nothing.", is_free=True
@@ -316,8 +366,10 @@ def test_the_model_can_be_switched_inside_a_chat_and_the_picker_shows_descriptio
         prompt_price_per_million=Decimal("3"), completion_price_per_million=Decimal("15"),
     )  # fmt: skip
     AIModelFactory(name="Painter", model_type="image")
-    page = screen(DESKTOP, user=user)
+    page = screen(viewport, user=user)
     page.goto(f"/chat/{chat_session.pk}/")
+    if viewport is PHONE:
+        page.get_by_role("button", name="Options").click()
 
     picker = page.get_by_label("Model", exact=True)
     options = picker.locator("option").all_inner_texts()
