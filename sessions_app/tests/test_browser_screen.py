@@ -485,10 +485,17 @@ def test_a_usage_hint_shows_by_the_composer_when_less_than_a_fifth_is_left(scree
     screenshot(page, "screen-usage-hint")
 
 
-def test_the_demo_reply_shows_a_list_a_table_and_code_in_the_language_the_message_names(screen, user, chat_session):
+def test_the_demo_reply_shows_a_list_a_table_and_code_in_the_language_the_message_names(
+    screen, user, chat_session, settings
+):
+    # A real upstream is configured and a real model exists: the site is not in demo mode, yet this
+    # chat's model is the demo one, and the chat says so.
+    settings.AI_API_KEY = "a-real-key"
+    AIModelFactory(name="Real Model", provider="openai")
     page = screen(DESKTOP, user=user)
     page.goto(f"/chat/{chat_session.pk}/")
     expect(page.locator("#chat-demo-banner")).to_be_visible()
+    expect(page.locator(".site-header .demo-banner")).to_have_count(0)
 
     _send(page, "How do I say hello in Rust?")
 
