@@ -82,7 +82,7 @@ def _generating(page):
 
 def _send(page, text):
     # While a reply is written Enter sends nothing (the text waits in the box): wait for Send to be back.
-    expect(page.get_by_role("button", name="Send", exact=True)).to_be_enabled()
+    expect(page.get_by_role("button", name="Send", exact=True)).to_be_enabled(timeout=20_000)
     box = page.get_by_label("Message", exact=True)
     box.fill(text)
     box.press("Enter")
