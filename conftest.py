@@ -62,6 +62,11 @@ def staff(default_tier):
 
 
 @pytest.fixture
+def superuser(default_tier):
+    return _registered(email="root@example.com", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
 def anon_client():
     return APIClient(enforce_csrf_checks=True)
 
@@ -85,6 +90,13 @@ def other_client(other_user):
 def staff_client(staff):
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(staff)
+    return _with_csrf(client)
+
+
+@pytest.fixture
+def superuser_client(superuser):
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(superuser)
     return _with_csrf(client)
 
 
@@ -133,6 +145,18 @@ def upstream(settings):
         settings.AI_BASE_URL = stub.base_url
         settings.AI_API_KEY = "test-key"
         settings.AI_RETRY_BACKOFF = 0
+        yield stub
+
+
+@pytest.fixture
+def stripe_stub(settings):
+    """A local Stripe-compatible server on 127.0.0.1 (chatsite.testing.stripe_stub); settings point at it."""
+    from chatsite.testing.stripe_stub import SECRET_KEY, WEBHOOK_SECRET, StripeStub
+
+    with StripeStub() as stub:
+        settings.STRIPE_SECRET_KEY = SECRET_KEY
+        settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
+        settings.STRIPE_API_BASE = stub.base_url
         yield stub
 
 

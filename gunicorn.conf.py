@@ -24,4 +24,6 @@ errorlog = "-"
 # Recycle workers now and then, at a random point so they do not restart together.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", 100000))
 max_requests_jitter = 10000
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# No forwarded header is trusted by the server itself (gunicorn's default list includes X-Forwarded-Ssl
+# and X-Forwarded-Protocol): Django reads X-Forwarded-Proto, and only with USE_X_FORWARDED_PROTO=1.
+secure_scheme_headers = {}

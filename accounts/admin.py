@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 
+from accounts.forms import AdminLoginForm
 from accounts.models import User, normalize_phone
 from billing.admin import UserSubscriptionInline, usage_table
 from billing.selectors import subscription_current_get
@@ -64,6 +65,13 @@ class UserAdmin(BaseUserAdmin):
     ordering = ("email",)
     readonly_fields = ("last_login", "date_joined", "current_usage")
 
+    def get_readonly_fields(self, request, obj=None):
+        # Roles are the superuser's to give: other staff see them but cannot change them, their own included.
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            fields += ("is_staff", "is_superuser", "groups", "user_permissions")
+        return fields
+
     def get_inlines(self, request, obj):
         # A new user gets the default tier on first use; subscriptions are edited once the user exists.
         return self.inlines if obj is not None else []
@@ -72,3 +80,7 @@ class UserAdmin(BaseUserAdmin):
     def current_usage(self, obj: User):
         # A read only: opening the page must not start a default-tier period as subscription_current would.
         return usage_table(subscription_current_get(user=obj))
+
+
+# The admin's sign-in goes through the same throttle as the others; its refusal shows on the form.
+admin.site.login_form = AdminLoginForm

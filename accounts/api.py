@@ -11,10 +11,12 @@ from rest_framework.views import APIView
 from accounts import services
 from accounts.models import User
 from accounts.serializers import AdminUserSerializer, LoginInput, RegisterInput, RoleInput, UserSerializer, VerifyInput
+from accounts.throttle import throttle_hit
 from billing.selectors import usage_summary
 from billing.serializers import LimitUsageSerializer, UsageOutput, UserSubscriptionSerializer
 from billing.services import subscription_current
 from chatsite.errors import InvalidInput, NotFound
+from chatsite.schema import error_responses, pagination
 from sessions_app import selectors as session_selectors
 from sessions_app.api import int_param, validated
 from sessions_app.serializers import ChatMessageSerializer, ChatSessionSerializer, MessagesOutput
@@ -39,6 +41,11 @@ class RegisterView(APIView):
 
     @extend_schema(request=RegisterInput, responses={201: UserSerializer})
     def post(self, request):
+        if request.user.is_authenticated:
+            # As the sign-up page does: registering must not quietly switch the session to a new account.
+            raise InvalidInput(
+                "You are signed in already; log out to create another account.", code="already_signed_in"
+            )
         data = validated(RegisterInput, request.data)
         user = services.user_register(**data, base_url=request.build_absolute_uri("/").rstrip("/"))
         login(request, user, backend="accounts.backends.EmailOrPhoneBackend")
@@ -49,7 +56,7 @@ class RegisterView(APIView):
 class LoginView(APIView):
     permission_classes = [AllowAny]
 
-    @extend_schema(request=LoginInput, responses=UserSerializer)
+    @extend_schema(request=LoginInput, responses={200: UserSerializer, **error_responses(429)})
     def post(self, request):
         data = validated(LoginInput, request.data)
         identifier = data.get("email") or data.get("phone_number")
@@ -81,9 +88,16 @@ class VerifyView(APIView):
 
 
 class VerifyResendView(APIView):
-    @extend_schema(request=None, responses=inline_serializer("ResendOutput", {"success": serializers.BooleanField()}))
+    @extend_schema(
+        request=None,
+        responses={
+            200: inline_serializer("ResendOutput", {"success": serializers.BooleanField()}),
+            **error_responses(429),
+        },
+    )
     def post(self, request):
         if not request.user.is_verified:
+            throttle_hit(request, "verification", account=f"user:{request.user.pk}")
             services.verification_send(user=request.user, base_url=request.build_absolute_uri("/").rstrip("/"))
         return Response({"success": True})
 
@@ -116,7 +130,7 @@ class UsageView(APIView):
 class AdminUserListView(APIView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(responses=AdminUserSerializer(many=True))
+    @extend_schema(parameters=pagination(100, 1000), responses=AdminUserSerializer(many=True))
     def get(self, request):
         limit = int_param(request, "limit", 100, minimum=1, maximum=1000)
         offset = int_param(request, "offset", 0)

@@ -1,15 +1,28 @@
 from django.contrib.auth.backends import ModelBackend
 
 from accounts.models import User, normalize_phone
+from accounts.throttle import login_begin, login_end
 
 
 class EmailOrPhoneBackend(ModelBackend):
-    """Log in with an email address or an E.164 phone number."""
+    """Log in with an email address or an E.164 phone number.
+
+    Every sign-in (the API, the page, the admin) comes here, so the throttle lives here: past
+    the limit for the account typed or the client address it raises TooManyAttempts, before
+    the password is looked at.
+    """
 
     def authenticate(self, request, username=None, password=None, **kwargs):
         identifier = (username or kwargs.get("email") or kwargs.get("phone_number") or "").strip()
         if not identifier or password is None:
             return None
+        account = identifier.lower() if "@" in identifier else (normalize_phone(identifier) or identifier)
+        login_begin(request, account)
+        user = self._check(identifier, password)
+        login_end(request, account, succeeded=user is not None)
+        return user
+
+    def _check(self, identifier: str, password: str):
         if "@" in identifier:
             user = User.objects.filter(email__iexact=identifier).first()
         else:

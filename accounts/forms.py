@@ -1,10 +1,47 @@
 from django import forms
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 
-from chatsite.errors import InvalidInput
+from accounts.throttle import throttle_hit
+from chatsite.errors import InvalidInput, TooManyAttempts
 
 
-class LoginForm(AuthenticationForm):
+class ThrottledLogin:
+    """A sign-in form that shows the throttle's refusal as its error (accounts/throttle.py)."""
+
+    throttled: TooManyAttempts | None = None
+
+    def clean(self):
+        try:
+            return super().clean()
+        except TooManyAttempts as exc:
+            self.throttled = exc
+            raise forms.ValidationError(exc.detail, code=exc.code) from None
+
+
+class ThrottledPasswordResetForm(PasswordResetForm):
+    """Django's reset form; each request counts per address typed and per client address."""
+
+    def __init__(self, *args, request=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.request = request
+        self.throttled: TooManyAttempts | None = None
+
+    def clean_email(self):
+        email = self.cleaned_data["email"]
+        try:
+            throttle_hit(self.request, "password-reset", account=email)
+        except TooManyAttempts as exc:
+            self.throttled = exc
+            raise forms.ValidationError(exc.detail, code=exc.code) from None
+        return email
+
+
+class AdminLoginForm(ThrottledLogin, AdminAuthenticationForm):
+    pass
+
+
+class LoginForm(ThrottledLogin, AuthenticationForm):
     """Django's log-in form, where the username is an email address or a phone number."""
 
     username = forms.CharField(

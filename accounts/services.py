@@ -10,7 +10,7 @@ from django.urls import reverse
 from accounts.models import User, normalize_phone, validate_e164
 from billing.models import SubscriptionType
 from billing.services import subscription_assign
-from chatsite.errors import InvalidInput
+from chatsite.errors import InvalidInput, PermissionDenied
 
 VERIFY_SALT = "accounts.verify"
 VERIFY_MAX_AGE = 3 * 24 * 3600
@@ -88,9 +88,13 @@ def user_verify(*, token: str) -> User:
 
 
 def user_set_role(*, actor: User, user: User, role: str) -> User:
-    """Make `user` an admin (staff) or a plain user."""
-    if user.pk == actor.pk and role != "admin":
-        raise InvalidInput("You cannot remove your own admin role.", code="cannot_demote_self")
+    """Make `user` an admin (staff) or a plain user; only a superuser may, and never for a superuser or themselves."""
+    if not actor.is_superuser:
+        raise PermissionDenied("Only a superuser can change roles.", code="superuser_required")
+    if user.pk == actor.pk:
+        raise InvalidInput("You cannot change your own role.", code="cannot_change_own_role")
+    if user.is_superuser:
+        raise InvalidInput("A superuser's role cannot be changed here.", code="superuser_role_fixed")
     user.is_staff = role == "admin"
     user.save(update_fields=["is_staff"])
     return user

@@ -5,17 +5,22 @@ from decimal import Decimal
 
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import services
-from accounts.forms import SignupForm
+from accounts.forms import LoginForm, SignupForm, ThrottledPasswordResetForm
+from accounts.throttle import throttle_hit
+from billing.models import BillingCustomer, Payment
+from billing.payments import payments_configured
 from billing.selectors import usage_event_recent, usage_per_day, usage_summary
 from billing.services import subscription_current
-from chatsite.errors import InvalidInput, NoSubscription
+from chatsite.errors import InvalidInput, NoSubscription, TooManyAttempts
 
 WINDOW_LABELS = {
     "hourly": "per hour",
@@ -86,10 +91,43 @@ def verify(request, token: str):
 def verification_resend(request):
     if request.user.is_verified:
         messages.info(request, "Your email address is already verified.")
+        return redirect("account")
+    try:
+        throttle_hit(request, "verification", account=f"user:{request.user.pk}")
+    except TooManyAttempts as exc:
+        messages.error(request, exc.detail)
     else:
         services.verification_send(user=request.user, base_url=_base_url(request))
         messages.success(request, f"We sent a new verification link to {request.user.email}.")
     return redirect("account")
+
+
+class _Throttled:
+    """A form view answering 429 with Retry-After when its form was refused by a throttle."""
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        if form.throttled is not None:
+            response.status_code = 429
+            response["Retry-After"] = str(form.throttled.retry_after)
+        return response
+
+
+class LoginView(_Throttled, auth_views.LoginView):
+    template_name = "accounts/login.html"
+    authentication_form = LoginForm
+    redirect_authenticated_user = True
+
+
+class PasswordResetView(_Throttled, auth_views.PasswordResetView):
+    template_name = "accounts/password_reset_form.html"
+    email_template_name = "registration/password_reset_email.txt"
+    subject_template_name = "registration/password_reset_subject.txt"
+    form_class = ThrottledPasswordResetForm
+    success_url = reverse_lazy("accounts:password_reset_done")
+
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "request": self.request}
 
 
 def _amount(value, *, money: bool) -> str:
@@ -206,5 +244,8 @@ def account(request):
             for event in usage_event_recent(user=request.user, limit=20)
         ],
         "chart": usage_chart(usage_per_day(user=request.user, days=30)),
+        "payments": list(Payment.objects.filter(user=request.user).select_related("subscription_type")[:50]),
+        "can_manage_billing": payments_configured() and BillingCustomer.objects.filter(user=request.user).exists(),
+        "checkout_success": request.GET.get("checkout") == "success",
     }
     return render(request, "accounts/account.html", context)

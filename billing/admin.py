@@ -11,7 +11,16 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import capfirst
 
-from billing.models import ChatSessionUsage, SubscriptionType, UsageBucket, UsageEvent, UserSubscription
+from billing.models import (
+    BillingCustomer,
+    ChatSessionUsage,
+    Payment,
+    SubscriptionType,
+    UsageBucket,
+    UsageEvent,
+    UserSubscription,
+    WebhookEvent,
+)
 from billing.selectors import subscription_current_get, usage_summary
 from billing.services import subscription_extend
 
@@ -299,3 +308,44 @@ class UsageBucketAdmin(ReadOnlyAdmin):
     search_help_text = "Exact email address of the user."
     show_full_result_count = False
     show_facets = ShowFacets.NEVER
+
+
+@admin.register(Payment)
+class PaymentAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "user", "subscription_type", "amount", "currency", "status", "refunded_at")
+    list_filter = ("status", "subscription_type")
+    search_fields = ("user__email", "stripe_checkout_session_id", "stripe_invoice_id", "stripe_payment_intent_id")
+    list_select_related = ("user", "subscription_type")
+    actions = ["end_subscription"]
+
+    @admin.action(description="End the plan these payments bought, now (the default tier follows)")
+    def end_subscription(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from billing.purchases import subscription_end_now
+
+        ended = 0
+        for payment in queryset.select_related("subscription__user"):
+            if payment.subscription is not None:
+                subscription_end_now(subscription=payment.subscription)
+                ended += 1
+        self.message_user(request, f"Ended {ended} plan(s).", messages.SUCCESS)
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        # The list's action needs it; every field stays read-only.
+        return request.user.has_perm("billing.change_payment")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyAdmin):
+    list_display = ("received_at", "type", "event_id", "processed_at", "outcome")
+    list_filter = ("type",)
+    search_fields = ("event_id", "outcome")
+    readonly_fields = ("event_id", "type", "received_at", "processed_at", "outcome", "payload")
+
+
+@admin.register(BillingCustomer)
+class BillingCustomerAdmin(ReadOnlyAdmin):
+    list_display = ("user", "stripe_customer_id", "created_at")
+    search_fields = ("user__email", "stripe_customer_id")

@@ -1,14 +1,16 @@
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers, viewsets
+from rest_framework import serializers, status, viewsets
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing import selectors
-from billing.serializers import ChatSessionUsageSerializer
+from billing import purchases, selectors
+from billing.models import Payment
+from billing.serializers import ChatSessionUsageSerializer, CheckoutInput, PaymentSerializer, RedirectOutput
 from chatbots.services import model_test_usage
 from chatsite.errors import InvalidInput
-from chatsite.schema import REPLY_ERRORS
+from chatsite.schema import NOT_BLANK, REPLY_ERRORS, error_responses
+from sessions_app.api import validated
 
 
 class ChatSessionUsageViewSet(viewsets.ReadOnlyModelViewSet):
@@ -29,7 +31,14 @@ class TestModelUsageView(APIView):
 
     @extend_schema(
         request=None,
-        parameters=[OpenApiParameter("model_name", str, required=True, description="model_id or name.")],
+        parameters=[
+            OpenApiParameter(
+                "model_name",
+                {"type": "string", "minLength": 1, "maxLength": 255, "pattern": NOT_BLANK},
+                required=True,
+                description="model_id or name.",
+            )
+        ],
         responses={
             200: inline_serializer(
                 "TestModelUsageOutput",
@@ -72,3 +81,36 @@ class TestModelUsageView(APIView):
                 },
             }
         )
+
+
+def _base_url(request) -> str:
+    return request.build_absolute_uri("/").rstrip("/")
+
+
+class CheckoutView(APIView):
+    """Start buying a plan: the URL of the payment provider's checkout page to send the browser to."""
+
+    @extend_schema(request=CheckoutInput, responses={201: RedirectOutput, **error_responses(502)})
+    def post(self, request):
+        data = validated(CheckoutInput, request.data)
+        url = purchases.checkout_begin(
+            user=request.user, subscription_type_id=data["subscription_type_id"], base_url=_base_url(request)
+        )
+        return Response({"url": url}, status=status.HTTP_201_CREATED)
+
+
+class PortalView(APIView):
+    """The payment provider's page where the user manages cards, invoices and cancellation."""
+
+    @extend_schema(request=None, responses={200: RedirectOutput, **error_responses(400, 502)})
+    def post(self, request):
+        return Response({"url": purchases.portal_begin(user=request.user, base_url=_base_url(request))})
+
+
+class PaymentListView(APIView):
+    """The signed-in user's payments, newest first."""
+
+    @extend_schema(responses=PaymentSerializer(many=True))
+    def get(self, request):
+        payments = Payment.objects.filter(user=request.user).select_related("subscription_type")[:100]
+        return Response(PaymentSerializer(payments, many=True).data)

@@ -57,6 +57,9 @@ class SubscriptionType(models.Model):
     is_active = models.BooleanField(default=True)
     is_default = models.BooleanField(default=False, help_text="The tier every new user gets.")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set by `manage.py stripe_sync`; without them checkout describes the price inline.
+    stripe_product_id = models.CharField(max_length=255, blank=True)
+    stripe_price_id = models.CharField(max_length=255, blank=True)
 
     class Meta:
         ordering = ["price", "id"]
@@ -74,6 +77,10 @@ class UserSubscription(models.Model):
     is_active = models.BooleanField(default=True)
     start_date = models.DateTimeField(default=timezone.now)
     end_date = models.DateTimeField()
+    # A plan bought through Stripe: its subscription there (empty for a one-time payment), and
+    # whether it renews at end_date (False once cancelled: it then runs out, and the default tier follows).
+    stripe_subscription_id = models.CharField(max_length=255, blank=True, db_index=True)
+    renews = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-start_date", "-id"]
@@ -207,3 +214,71 @@ class UsageBucket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.klass} usage in the {self.span} from {self.hour:%Y-%m-%d %H:00}"
+
+
+class BillingCustomer(models.Model):
+    """The user's customer at the payment provider (Stripe), made at their first checkout."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="billing_customer")
+    stripe_customer_id = models.CharField(max_length=255, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.stripe_customer_id
+
+
+class Payment(models.Model):
+    """Money received for a plan: a checkout, or a renewal's invoice."""
+
+    class Status(models.TextChoices):
+        PAID = "paid", "Paid"
+        REFUNDED = "refunded", "Refunded"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="payments")
+    subscription_type = models.ForeignKey(SubscriptionType, on_delete=models.PROTECT, related_name="payments")
+    subscription = models.ForeignKey(
+        UserSubscription, on_delete=models.SET_NULL, null=True, blank=True, related_name="payments"
+    )
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PAID)
+    stripe_checkout_session_id = models.CharField(max_length=255, blank=True)
+    stripe_invoice_id = models.CharField(max_length=255, blank=True)
+    stripe_subscription_id = models.CharField(max_length=255, blank=True)
+    stripe_payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    refunded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "-created_at"], name="payment_user_idx")]
+        constraints = [
+            # One payment per checkout and per invoice, however often their events arrive.
+            models.UniqueConstraint(
+                fields=["stripe_checkout_session_id"], condition=~Q(stripe_checkout_session_id=""),
+                name="payment_one_per_checkout",
+            ),
+            models.UniqueConstraint(
+                fields=["stripe_invoice_id"], condition=~Q(stripe_invoice_id=""), name="payment_one_per_invoice"
+            ),
+        ]  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency.upper()} for {self.subscription_type}"
+
+
+class WebhookEvent(models.Model):
+    """A payment provider's event as received: each id takes effect once."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"

@@ -3,9 +3,10 @@
 A window's usage is the ledger rows of its first, partial hour, then the hour
 buckets up to the first midnight, the day buckets of the whole days, and the
 hour buckets of today. So every sum is exact (rolling to the microsecond) and
-reads a few hundred bucket rows plus one hour of ledger at most, whatever the
-ledger holds. The windows overlap, so their ranges are cut into disjoint pieces,
-each read once, by one index-only range scan: one query for every limit together.
+reads a few hundred bucket rows plus one hour of ledger at most (and the current
+hour's, for the exact time a window's usage begins), whatever the ledger holds.
+The windows overlap, so their ranges are cut into disjoint pieces, each read
+once, by one index-only range scan: one query for every limit together.
 """
 
 import math
@@ -106,15 +107,20 @@ Range = tuple[datetime, datetime]
 
 # Where a piece of a window is read: hour buckets, day buckets, or the ledger itself.
 HOURS, DAYS, LEDGER, IN_FLIGHT = "hour", "day", "ledger", "in_flight"
+# The ledger of the current hour, read for where each class's usage in it begins (not summed): a
+# rolling window whose oldest usage is in the current hour's bucket resets an exact window after it.
+HOUR_FIRSTS = "hour_firsts"
 
 # Each piece is one range of one index (the ledger's on user and time, the buckets' covering
 # one), so each is a short index-only scan; {piece} numbers it. Released rows count nowhere.
+_LEDGER_SQL = (
+    "SELECT {piece} AS piece, CASE WHEN kind = 'image' THEN 'image' WHEN is_free_model THEN 'free' "
+    "ELSE 'paid' END AS klass, 1 AS messages, billed_tokens AS tokens, cost_usd, created_at AS at "
+    "FROM billing_usageevent WHERE user_id = %s AND created_at >= %s AND created_at < %s AND state <> 'released'"
+)
 _PIECE_SQL = {
-    LEDGER: (
-        "SELECT {piece} AS piece, CASE WHEN kind = 'image' THEN 'image' WHEN is_free_model THEN 'free' "
-        "ELSE 'paid' END AS klass, 1 AS messages, billed_tokens AS tokens, cost_usd, created_at AS at "
-        "FROM billing_usageevent WHERE user_id = %s AND created_at >= %s AND created_at < %s AND state <> 'released'"
-    ),
+    LEDGER: _LEDGER_SQL,
+    HOUR_FIRSTS: _LEDGER_SQL,
     **{
         span: "SELECT {piece} AS piece, klass, messages, tokens, cost_usd, hour AS at FROM billing_usagebucket "  # noqa: S608
         f"WHERE user_id = %s AND span = '{span}' AND hour >= %s AND hour < %s"
@@ -217,6 +223,7 @@ class Usage:
         # Also count the reservations begun since then and not yet settled (read in the same statement).
         self.in_flight_since = in_flight_since
         self.in_flight = 0
+        self._hour_firsts: dict[str, str] = {}  # class: its first ledger row in the current hour, as text
         self.used: dict[str, int | Decimal] = {}
         self._sums: dict[Scope, list[_Sum]] = {}
         self._spans: dict[Scope, _Spans] = {}
@@ -232,6 +239,7 @@ class Usage:
         pieces = _cut({window: window_spans.ranges() for window, window_spans in spans.items()})
         if self.in_flight_since is not None:
             pieces.append(_Piece(IN_FLIGHT, self.in_flight_since, self.now + timedelta(seconds=1), ()))
+        pieces.append(_Piece(HOUR_FIRSTS, floor_hour(self.now), floor_hour(self.now) + HOUR, ()))
         adapt = connection.ops.adapt_datetimefield_value
         user_id = self.subscription.user_id
         with connection.cursor() as cursor:
@@ -246,6 +254,10 @@ class Usage:
             piece = pieces[index]
             if piece.kind == IN_FLIGHT:
                 self.in_flight = int(messages)
+                continue
+            if piece.kind == HOUR_FIRSTS:
+                if first is not None:
+                    self._hour_firsts[klass] = first
                 continue
             cost = _decimal(cost)
             for window in piece.windows:
@@ -304,6 +316,13 @@ class Usage:
                 in_day[scope] = first
             else:
                 in_hour[scope] = first
+        current_hour = floor_hour(self.now)
+        for scope, hour in list(in_hour.items()):
+            # Begun in the current hour: its first ledger row came with the sums, so no query.
+            if hour == current_hour and self.start(scope[0]) <= hour:
+                firsts = [_datetime(self._hour_firsts[klass]) for klass in scope[1] if klass in self._hour_firsts]
+                oldest[scope] = min(firsts, default=None) or hour
+                del in_hour[scope]
         user_id = self.subscription.user_id
         if in_day:
             # A day bucket: its first hour with usage, from the hour buckets.

@@ -84,3 +84,21 @@ class LimitUsageSerializer(serializers.Serializer):
 class UsageOutput(serializers.Serializer):
     subscription = UserSubscriptionSerializer()
     limits = LimitUsageSerializer(many=True)
+
+
+class PaymentSerializer(serializers.ModelSerializer):
+    plan = serializers.CharField(source="subscription_type.name", read_only=True)
+
+    class Meta:
+        from billing.models import Payment
+
+        model = Payment
+        fields = ["id", "plan", "amount", "currency", "status", "created_at", "refunded_at"]
+
+
+class CheckoutInput(serializers.Serializer):
+    subscription_type_id = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
+
+
+class RedirectOutput(serializers.Serializer):
+    url = serializers.URLField()

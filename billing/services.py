@@ -116,7 +116,7 @@ def usage_reserve(
         refusal = quota_check(usage=usage, tier=tier, klass=klass, tokens=tokens, cost=cost)
         if refusal is not None:
             raise _quota_exceeded(refusal)
-        event = UsageEvent.objects.create(
+        event = UsageEvent(
             user=user,
             session=session,
             message=message,
@@ -128,7 +128,11 @@ def usage_reserve(
             state=UsageEvent.State.RESERVED,
             created_at=now,
         )
-        _bucket_add(user_id=user.pk, at=now, klass=klass, messages=1, tokens=tokens)
+        if connection.vendor == "postgresql":
+            _reserve_counted(event, klass=klass)
+        else:
+            event.save(force_insert=True)
+            _bucket_add(user_id=user.pk, at=now, klass=klass, messages=1, tokens=tokens)
         usage.add(klass=klass, messages=1, tokens=tokens)
         event.headroom = tightest(usage=usage, tier=tier, klass=klass)
         return event
@@ -182,6 +186,28 @@ def _bucket_add(*, user_id: int, at: datetime, klass: str, messages: int = 0, to
         cursor.execute(_BUCKET_UPSERT, [user_id, adapt(floor_hour(at)), *row, user_id, adapt(floor_day(at)), *row])
 
 
+def _reserve_counted(event: UsageEvent, *, klass: str) -> None:
+    """Insert the reservation `event` and count it into its buckets, in one statement (one round trip, not two)."""
+    fields = [field for field in UsageEvent._meta.concrete_fields if not field.primary_key]
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    values = [field.get_db_prep_save(getattr(event, field.attname), connection) for field in fields]
+    adapt = connection.ops.adapt_datetimefield_value
+    row = [klass, 1, event.billed_tokens, Decimal(0)]
+    buckets = [event.user_id, adapt(floor_hour(event.created_at)), *row, event.user_id]
+    buckets += [adapt(floor_day(event.created_at)), *row]
+    # Every data-modifying part of a WITH runs to its end, read or not.
+    sql = (
+        f"WITH event AS (INSERT INTO {UsageEvent._meta.db_table} ({columns}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING id), "
+        f"buckets AS ({_BUCKET_UPSERT}) SELECT id FROM event"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, *buckets])
+        event.pk = cursor.fetchone()[0]
+    event._state.adding = False
+    event._state.db = connection.alias
+
+
 def _event_bucket(event: UsageEvent) -> dict:
     return {
         "user_id": event.user_id,
@@ -209,23 +235,78 @@ def usage_settle(
     tokens = billed_tokens(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, multiplier=multiplier)
     if cost_usd is None:
         cost_usd = model.price_usd(prompt_tokens, completion_tokens) if model else Decimal(0)
-    settled = UsageEvent.objects.filter(pk=event.pk, state=UsageEvent.State.RESERVED).update(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        billed_tokens=tokens,
-        cost_usd=cost_usd,
-        state=UsageEvent.State.SETTLED,
-    )
-    if not settled:
-        return UsageEvent.objects.get(pk=event.pk)  # settled or released already
     reserved_tokens, reserved_cost = event.billed_tokens, event.cost_usd
     event = copy.copy(event)
     event.prompt_tokens, event.completion_tokens = prompt_tokens, completion_tokens
     event.billed_tokens, event.cost_usd, event.state = tokens, cost_usd, UsageEvent.State.SETTLED
-    _bucket_add(**_event_bucket(event), tokens=tokens - reserved_tokens, cost=Decimal(cost_usd) - reserved_cost)
-    if event.session_id:
-        _session_usage_add(event)
+    change = {"tokens": tokens - reserved_tokens, "cost": Decimal(cost_usd) - reserved_cost}
+    if connection.vendor == "postgresql":
+        settled = _settle_counted(event, **change)
+    else:
+        settled = UsageEvent.objects.filter(pk=event.pk, state=UsageEvent.State.RESERVED).update(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            billed_tokens=tokens,
+            cost_usd=cost_usd,
+            state=UsageEvent.State.SETTLED,
+        )
+        if settled:
+            _bucket_add(**_event_bucket(event), **change)
+            if event.session_id:
+                _session_usage_add(event)
+    if not settled:
+        return UsageEvent.objects.get(pk=event.pk)  # settled or released already
     return event
+
+
+# The settle, its buckets and its chat's totals in one statement (one round trip, not three): the
+# counters change only if the update took the reservation. The chat's totals as in _SESSION_USAGE_UPSERT.
+_SETTLE_COUNTED = """
+    WITH settled AS (
+        UPDATE billing_usageevent
+        SET prompt_tokens = %s, completion_tokens = %s, billed_tokens = %s, cost_usd = %s, state = 'settled'
+        WHERE id = %s AND state = 'reserved'
+        RETURNING id
+    ), buckets AS (
+        INSERT INTO billing_usagebucket (user_id, span, hour, klass, messages, tokens, cost_usd)
+        SELECT %s, spans.span, spans.hour, %s, 0, %s, %s
+        FROM settled, (VALUES ('hour', %s::timestamptz), ('day', %s::timestamptz)) AS spans (span, hour)
+        ON CONFLICT (user_id, span, hour, klass) DO UPDATE SET
+            messages = billing_usagebucket.messages + excluded.messages,
+            tokens = billing_usagebucket.tokens + excluded.tokens,
+            cost_usd = billing_usagebucket.cost_usd + excluded.cost_usd
+    ){session_usage}
+    SELECT count(*) FROM settled
+"""
+_SETTLE_SESSION_USAGE = """, session_usage AS (
+        INSERT INTO billing_chatsessionusage
+            (user_id, session_id, tokens_count, free_model_tokens_count, is_free_model, created_at, updated_at)
+        SELECT %s, chat.id, %s, %s, %s, %s, %s FROM settled, sessions_app_chatsession AS chat WHERE chat.id = %s
+        ON CONFLICT (session_id) DO UPDATE SET
+            tokens_count = billing_chatsessionusage.tokens_count + excluded.tokens_count,
+            free_model_tokens_count = billing_chatsessionusage.free_model_tokens_count
+                + excluded.free_model_tokens_count,
+            is_free_model = excluded.is_free_model,
+            updated_at = excluded.updated_at
+    )"""
+
+
+def _settle_counted(event: UsageEvent, *, tokens: int, cost: Decimal) -> int:
+    """Settle `event` (holding its settled amounts), counting `tokens` and `cost` more; 1 if it was still reserved."""
+    adapt = connection.ops.adapt_datetimefield_value
+    bucket = _event_bucket(event)
+    params = [event.prompt_tokens, event.completion_tokens, event.billed_tokens, event.cost_usd, event.pk]
+    params += [event.user_id, bucket["klass"], tokens, cost, adapt(floor_hour(event.created_at))]
+    params += [adapt(floor_day(event.created_at))]
+    session_usage = ""
+    if event.session_id:
+        session_usage = _SETTLE_SESSION_USAGE
+        paid, free = (0, event.billed_tokens) if event.is_free_model else (event.billed_tokens, 0)
+        now = adapt(timezone.now())
+        params += [event.user_id, paid, free, event.is_free_model, now, now, event.session_id]
+    with connection.cursor() as cursor:
+        cursor.execute(_SETTLE_COUNTED.format(session_usage=session_usage), params)
+        return cursor.fetchone()[0]
 
 
 @transaction.atomic(savepoint=False)

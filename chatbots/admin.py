@@ -6,9 +6,9 @@ from chatbots.models import AIModel, Chatbot
 
 @admin.register(Chatbot)
 class ChatbotAdmin(admin.ModelAdmin):
-    list_display = ("name", "chatbot_type", "is_active")
+    list_display = ("name", "chatbot_type", "is_active", "prompt_is_private")
     list_editable = ("is_active",)
-    list_filter = ("chatbot_type", "is_active")
+    list_filter = ("chatbot_type", "is_active", "prompt_is_private")
     search_fields = ("name", "description")
 
 

@@ -17,6 +17,11 @@ class Chatbot(models.Model):
     image = models.ImageField(upload_to="chatbot_images/", blank=True)
     is_active = models.BooleanField(default=True)
     system_prompt = models.TextField(blank=True)
+    prompt_is_private = models.BooleanField(
+        "prompt is private",
+        default=True,
+        help_text="Hide the system prompt from users who are not staff (the API shows it empty to them).",
+    )
     chatbot_type = models.CharField(max_length=10, choices=ContentType.choices, default=ContentType.TEXT)
 
     class Meta:

@@ -58,6 +58,7 @@ class UpstreamError(ChatsiteError):
     status = 502
     code = "upstream_error"
     default_detail = "The AI provider failed to answer. Try again."
+    transient = False  # set by the provider: another attempt may well get an answer
 
 
 class UpstreamTimeout(UpstreamError):
@@ -76,6 +77,37 @@ class TooManyStreams(ChatsiteError):
     def __init__(self, detail: str | None = None, *, retry_after: int = 5, **extra) -> None:
         super().__init__(detail, **extra)
         self.headers["Retry-After"] = str(retry_after)
+
+
+class TooManyAttempts(ChatsiteError):
+    """Too many sign-in failures, or emails asked for, from one account or one address."""
+
+    status = 429
+    code = "too_many_attempts"
+    default_detail = "Too many attempts. Try again later."
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 60, **extra) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
+        self.headers["Retry-After"] = str(retry_after)
+
+
+class PaymentsNotConfigured(ChatsiteError):
+    status = 503
+    code = "payments_not_configured"
+    default_detail = "Plans cannot be bought here: payments are not set up. Staff assign plans."
+
+
+class PaymentsError(ChatsiteError):
+    status = 502
+    code = "payments_error"
+    default_detail = "The payment provider did not answer. Try again in a moment."
+
+
+class BadSignature(ChatsiteError):
+    status = 400
+    code = "bad_signature"
+    default_detail = "The webhook's signature is missing, wrong or too old."
 
 
 class Interrupted(UpstreamError):

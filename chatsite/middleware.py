@@ -1,12 +1,15 @@
-"""A database outage answers 503 with Retry-After, never a 500, and the next request reconnects."""
+"""chatsite's middleware: a database outage answers 503 with Retry-After, never a 500, and the next
+request reconnects; a signed-in user's answers are never cached."""
 
 import contextlib
 import logging
 
 import psycopg
+from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
+from django.utils.cache import patch_cache_control
 
 logger = logging.getLogger(__name__)
 
@@ -58,3 +61,22 @@ class DatabaseUnavailableMiddleware:
         if isinstance(exception, DATABASE_ERRORS):
             return database_unavailable_response(request, exception)
         return None
+
+
+class PrivateAnswersMiddleware:
+    """Every answer to a signed-in user is `Cache-Control: private, no-store`: no proxy or browser cache keeps it.
+
+    Static files never get here (whitenoise answers them further out); a request without a
+    session cookie is nobody's, and costs no look-up.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if settings.SESSION_COOKIE_NAME in request.COOKIES or "HTTP_AUTHORIZATION" in request.META:
+            user = getattr(request, "user", None)
+            if user is not None and user.is_authenticated:
+                patch_cache_control(response, private=True, no_store=True)
+        return response

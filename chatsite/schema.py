@@ -1,7 +1,7 @@
 """drf-spectacular extensions for chatsite's own API classes, and the error responses every operation documents."""
 
 from drf_spectacular.authentication import SessionScheme
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
 
 class ChatsiteSessionScheme(SessionScheme):
@@ -60,9 +60,10 @@ ERROR_DESCRIPTIONS = {
     409: "This idempotency key was already used for a different message.",
     413: "Request body too large.",
     415: "The body is not JSON.",
-    429: "A usage limit is reached; Retry-After says when it resets.",
-    502: "The AI provider failed to answer.",
-    503: "The database is unavailable for a moment; Retry-After says when to try again.",
+    429: "A usage limit is reached, or too many attempts; Retry-After says when to try again.",
+    502: "The AI provider (for billing: the payment provider) failed to answer.",
+    503: "The database is unavailable for a moment (Retry-After says when to try again); for billing, also: "
+    "payments are not set up (payments_not_configured).",
     504: "The AI provider did not answer in time.",
 }
 
@@ -113,3 +114,23 @@ def add_error_responses(result, generator, request, public):
                         response["content"]["text/event-stream"] = {"schema": ERROR_EVENT_REF}
             operation["responses"] = dict(sorted(responses.items()))
     return result
+
+
+# Query parameters as int_param reads them: whole numbers of at most 9 digits, from `minimum` up.
+INT_MAX = 999_999_999
+
+
+def int_parameter(name: str, description: str, *, minimum: int = 0, maximum: int = INT_MAX) -> OpenApiParameter:
+    """An integer query parameter with the bounds the server holds it to (above `maximum` it is clamped)."""
+    return OpenApiParameter(name, {"type": "integer", "minimum": minimum, "maximum": maximum}, description=description)
+
+
+# Text that is not blank: some character other than whitespace, and no NUL (which PostgreSQL refuses).
+NOT_BLANK = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+
+
+def pagination(default: int, maximum: int) -> list[OpenApiParameter]:
+    return [
+        int_parameter("limit", f"At most this many (default {default}, max {maximum}).", minimum=1, maximum=maximum),
+        int_parameter("offset", "Skip this many."),
+    ]

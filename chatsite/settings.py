@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "django_ratelimit",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "csp",
@@ -53,6 +54,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "chatsite.middleware.PrivateAnswersMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -82,9 +84,12 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 # per thread but borrowed from a pool (PostgreSQL) and given back after each use.
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=12)
-# A connection that died with a PostgreSQL restart is replaced, not handed out (with a pool: checked as it leaves it).
+# A connection that died with a PostgreSQL restart is replaced, not handed out (with a pool: checked as it
+# leaves it, by a round trip only when the server has sent something since: chatsite/postgresql/base.py).
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX_SIZE > 0:
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "chatsite.postgresql"
+if DATABASES["default"]["ENGINE"] == "chatsite.postgresql" and DB_POOL_MAX_SIZE > 0:
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
         "max_size": DB_POOL_MAX_SIZE,
@@ -106,6 +111,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    {"NAME": "accounts.validators.VisiblePasswordValidator"},
 ]
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "chat:index"
@@ -233,9 +239,39 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": [NONE],
     },
 }
+# Behind a proxy that sets X-Forwarded-Proto (and removes what clients sent): that one header, and no
+# other, says whether the request came over HTTPS. Off, nothing a client sends makes HTTP count as HTTPS.
 if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
+# Behind a proxy that appends the client's address to X-Forwarded-For: the throttles count that last
+# entry (the one the proxy saw); off, the address the connection came from.
+USE_X_FORWARDED_FOR = env.bool("USE_X_FORWARDED_FOR", default=False)
+RATELIMIT_IP_META_KEY = "accounts.throttle.client_address"
+# django-ratelimit warns about any cache but memcached and Redis; chatsite.cache makes the database
+# cache's increment exact, which is what the warning is about.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001", *env.list("SILENCED_SYSTEM_CHECKS", default=[])]
+
+# Selling plans (billing/purchases.py): both keys, or plans are assigned by staff only.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+# Stripe's API, or a Stripe-compatible server (the tests' local one).
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
+STRIPE_CURRENCY = env.str("STRIPE_CURRENCY", default="usd").lower()
+
+# Throttles (accounts/throttle.py): counts every app server shares, in a table of the database.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {"BACKEND": "chatsite.cache.AtomicDatabaseCache", "LOCATION": "chatsite_throttle"},
+}
+RATELIMIT_USE_CACHE = "throttle"
+# "count/period": failed sign-ins per account typed and per client address; password reset emails and
+# verification emails asked for, per address typed (or user) and per client address.
+THROTTLE_LOGIN_ACCOUNT = env.str("THROTTLE_LOGIN_ACCOUNT", default="10/15m")
+THROTTLE_LOGIN_ADDRESS = env.str("THROTTLE_LOGIN_ADDRESS", default="50/15m")
+THROTTLE_PASSWORD_RESET_ACCOUNT = env.str("THROTTLE_PASSWORD_RESET_ACCOUNT", default="3/h")
+THROTTLE_PASSWORD_RESET_ADDRESS = env.str("THROTTLE_PASSWORD_RESET_ADDRESS", default="20/h")
+THROTTLE_VERIFICATION_ACCOUNT = env.str("THROTTLE_VERIFICATION_ACCOUNT", default="3/h")
+THROTTLE_VERIFICATION_ADDRESS = env.str("THROTTLE_VERIFICATION_ADDRESS", default="20/h")
 
 LOGGING = {
     "version": 1,
@@ -245,5 +281,7 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # The Stripe client logs every request and answer at INFO; its failures are logged by billing.
+    "loggers": {"stripe": {"level": "WARNING"}},
 }
 CSRF_FAILURE_VIEW = "chatsite.views.csrf_failure"

@@ -11,6 +11,7 @@ from rest_framework.routers import SimpleRouter
 from accounts import api as accounts_api
 from accounts import views as accounts_views
 from billing import api as billing_api
+from billing import views as billing_views
 from chatbots import api as chatbots_api
 from chatsite import views
 from sessions_app import api as sessions_api
@@ -64,6 +65,9 @@ api_urlpatterns = [
         name="admin-chat-messages",
     ),
     path("debug/test-model-usage/", billing_api.TestModelUsageView.as_view(), name="debug-test-model-usage"),
+    path("billing/checkout/", billing_api.CheckoutView.as_view(), name="billing-checkout"),
+    path("billing/portal/", billing_api.PortalView.as_view(), name="billing-portal"),
+    path("billing/payments/", billing_api.PaymentListView.as_view(), name="billing-payments"),
     path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
     path(
         "docs/",
@@ -97,6 +101,9 @@ urlpatterns = [
     path("health/ready/", views.ready, name="health-ready"),
     path("accounts/", include("accounts.urls")),
     path("account/", accounts_views.account, name="account"),
+    path("pricing/", billing_views.pricing, name="pricing"),
+    path("pricing/checkout/", billing_views.pricing_checkout, name="pricing_checkout"),
+    path("billing/stripe/webhook/", billing_views.stripe_webhook, name="stripe_webhook"),
     path("chat/", include("sessions_app.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -4,7 +4,10 @@ from uvicorn_worker import UvicornWorker
 
 
 class ChatsiteWorker(UvicornWorker):
-    CONFIG_KWARGS = {"loop": "uvloop", "http": "httptools", "lifespan": "on"}
+    # proxy_headers off: uvicorn would take X-Forwarded-Proto and X-Forwarded-For from any client
+    # on a trusted address as the truth. Django alone reads them, and only when told a proxy sets
+    # them (USE_X_FORWARDED_PROTO, USE_X_FORWARDED_FOR in chatsite/settings.py).
+    CONFIG_KWARGS = {"loop": "uvloop", "http": "httptools", "lifespan": "on", "proxy_headers": False}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

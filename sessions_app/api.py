@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from billing.quotas import rate_limit_headers
 from chatsite.errors import InvalidInput
-from chatsite.schema import REPLY_ERRORS, REPLY_EVENTS, error_responses
+from chatsite.schema import NOT_BLANK, REPLY_ERRORS, REPLY_EVENTS, error_responses, int_parameter, pagination
 from sessions_app import exports, selectors, services
 from sessions_app.models import ChatMessage
 from sessions_app.rendering import message_html
@@ -126,10 +126,7 @@ class ReplyStarted(Response):
         self.follower_id = follower_id  # a follow stream, counted against its user's share
 
 
-PAGINATION = [
-    OpenApiParameter("limit", int, description=f"At most this many (default {DEFAULT_PAGE}, max {MAX_PAGE})."),
-    OpenApiParameter("offset", int, description="Skip this many."),
-]
+PAGINATION = pagination(DEFAULT_PAGE, MAX_PAGE)
 
 
 class ChatSessionViewSet(
@@ -245,7 +242,12 @@ class ChatSessionViewSet(
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER, description="Resume after this event id.")
+            OpenApiParameter(
+                "Last-Event-ID",
+                str,
+                OpenApiParameter.HEADER,
+                description="Resume after this event id (a character offset); anything else starts from the beginning.",
+            )
         ],
         responses={(200, "text/event-stream"): REPLY_EVENTS},
     )
@@ -311,8 +313,13 @@ class ChatSessionViewSet(
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("q", str, required=True, description="Words to find in titles and messages."),
-            OpenApiParameter("limit", int, description="At most this many (default 20, max 100)."),
+            OpenApiParameter(
+                "q",
+                {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK},
+                required=True,
+                description="Words to find in titles and messages (at most 200 characters).",
+            ),
+            int_parameter("limit", "At most this many (default 20, max 100).", minimum=1, maximum=100),
         ],
         responses=ChatSessionSearchResultSerializer(many=True),
     )

@@ -2,9 +2,12 @@
 
 import html
 import re
+from urllib.parse import urlsplit
 
 import nh3
+from django.conf import settings
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
 from pygments import highlight as pygments_highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
@@ -45,12 +48,47 @@ _ATTRIBUTES = {
 }
 
 
+def own_media(src: str) -> bool:
+    """True if `src` is a file of chatsite's own media (MEDIA_URL), the only images a page loads.
+
+    An image from anywhere else would be fetched by the reader's browser as the page opens:
+    a reply talked into writing `![](https://elsewhere/?q=<the chat>)` would send the chat out.
+    """
+    url, media = urlsplit(src), urlsplit(settings.MEDIA_URL)
+    if ".." in url.path or "\\" in src:
+        return False
+    if media.netloc:  # media on an origin of its own
+        return url.scheme in ("http", "https") and url.netloc == media.netloc and url.path.startswith(media.path)
+    return not url.scheme and not url.netloc and url.path.startswith(media.path)
+
+
+def _image(renderer, tokens, idx, options, env) -> str:
+    """Our own images as images; any other as a link to it, which loads nothing until it is followed."""
+    token = tokens[idx]
+    src = token.attrGet("src") or ""
+    if own_media(src):
+        return renderer.image(tokens, idx, options, env)
+    text = renderer.renderInlineAsText(token.children or [], options, env) or src
+    return f'<a href="{escapeHtml(src)}">{escapeHtml(text)}</a>'
+
+
+_markdown.add_render_rule("image", _image)
+
+
+def _filter(tag: str, attribute: str, value: str) -> str | None:
+    # However an <img> got this far, it keeps no source but our own.
+    if tag == "img" and attribute == "src" and not own_media(value):
+        return None
+    return value
+
+
 def message_html(content: str) -> str:
     """Render a message's Markdown to HTML that is safe to insert into a page."""
     return nh3.clean(
         _markdown.render(content),
         tags=_TAGS,
         attributes=_ATTRIBUTES,
+        attribute_filter=_filter,
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
     )

@@ -16,6 +16,7 @@ from billing.services import quota_headroom, usage_reserve
 from chatbots.models import AIModel, Chatbot, ContentType
 from chatbots.providers.base import Message, estimate_prompt_tokens, estimate_tokens
 from chatsite.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from chatsite.text import is_blank
 from sessions_app import selectors
 from sessions_app.lifecycle import ORPHANED_AFTER, ReplyJob, reply_mark_stopped, reply_reap
 from sessions_app.models import DEFAULT_TITLE, ChatMessage, ChatSession
@@ -27,8 +28,8 @@ REPLY_RESERVE_TOKENS = 1024
 
 
 def message_content_clean(value: str) -> str:
-    """Validate a message body: 1..MAX_MESSAGE_CHARS characters, not only whitespace."""
-    if not value.strip():
+    """Validate a message body: 1..MAX_MESSAGE_CHARS characters, some of them visible."""
+    if is_blank(value):
         raise InvalidInput("The message is empty.", code="blank")
     if len(value) > settings.MAX_MESSAGE_CHARS:
         raise InvalidInput(f"The message is longer than {settings.MAX_MESSAGE_CHARS} characters.", code="too_long")
@@ -37,7 +38,7 @@ def message_content_clean(value: str) -> str:
 
 def title_clean(value: str) -> str:
     value = value.strip()
-    if not value:
+    if is_blank(value):
         raise InvalidInput("The title is empty.", code="blank")
     if len(value) > TITLE_MAX_CHARS:
         raise InvalidInput(f"The title is longer than {TITLE_MAX_CHARS} characters.", code="too_long")

@@ -2,6 +2,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 
 from accounts.models import User
 from accounts.tests.factories import UserFactory
@@ -190,3 +191,21 @@ def test_user_change_page_costs_a_constant_number_of_queries(admin_client, user,
         response = admin_client.get(f"/admin/accounts/user/{user.pk}/change/")
 
     assert response.status_code == 200
+
+
+def test_staff_who_is_not_a_superuser_cannot_give_roles_in_the_admin(client, user):
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["view_user", "change_user"]))
+    client.force_login(staff)
+    page = client.get(f"/admin/accounts/user/{staff.pk}/change/")
+    assert page.status_code == 200
+    form = {
+        "email": staff.email, "name": "", "phone_number": "", "is_active": "on", "is_staff": "on",
+        "is_superuser": "on", "last_login_0": "", "last_login_1": "",
+        "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00",
+        "subscriptions-TOTAL_FORMS": "0", "subscriptions-INITIAL_FORMS": "0",
+    }  # fmt: skip
+    client.post(f"/admin/accounts/user/{staff.pk}/change/", form)
+    staff.refresh_from_db()
+    assert not staff.is_superuser
+    assert b'name="is_superuser"' not in page.content

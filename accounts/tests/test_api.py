@@ -120,8 +120,8 @@ def test_admin_lists_users_with_roles(staff_client, user, staff):
     assert response["X-Total-Count"] == "2"
 
 
-def test_admin_changes_a_users_role(staff_client, user):
-    response = staff_client.patch(f"/api/admin/users/{user.pk}/role/", {"role": "admin"}, format="json")
+def test_a_superuser_changes_a_users_role(superuser_client, user):
+    response = superuser_client.patch(f"/api/admin/users/{user.pk}/role/", {"role": "admin"}, format="json")
 
     assert response.status_code == 200
     assert response.json()["role"] == "admin"

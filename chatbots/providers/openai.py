@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 RETRY_AFTER_CAP = 10.0
 DETAIL_MAX_CHARS = 300
+# After [DONE], how long the rest of a stream's body (normally its last, empty chunk) is waited for.
+DRAIN_SECONDS = 0.5
 IMAGE_SIGNATURES = [
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
@@ -71,8 +73,10 @@ class OpenAIProvider(Provider):
     async def stream(self, *, model, messages: list[Message]) -> AsyncIterator[StreamEvent]:
         """Yield each piece of text as soon as it arrives, then the usage.
 
-        Cancelling the task that reads it, or `aclose()`, runs the `finally` below, which
-        hangs up on the upstream, also while a read waits for the next byte.
+        A stream that fails before its first piece of text (silence after the headers, a
+        cut, an error event) is tried again like a request that failed; once text has come,
+        nothing is retried. Cancelling the task that reads it, or `aclose()`, runs the
+        `finally` below, which hangs up on the upstream, also while a read waits for the next byte.
         """
         payload = {
             "model": model.model_id,
@@ -81,24 +85,43 @@ class OpenAIProvider(Provider):
             "stream_options": {"include_usage": True},
             **self._extra_body(),
         }
+        attempt = 0
         async with upstream_client() as client:
-            response = await self._send(client, "POST", "/chat/completions", payload=payload, stream=True)
-            try:
-                if response.headers.get("Content-Type", "").startswith("application/json"):
-                    # The upstream ignored "stream": true and answered in one piece.
-                    completion_data = await self._read_json(response)
-                    content = _message_content(self._first_choice(completion_data))
-                    if content:
-                        yield StreamEvent(text=content)
-                    if isinstance(completion_data.get("usage"), dict):
-                        yield StreamEvent(usage=_usage(completion_data["usage"], messages=messages, content=content))
+            while True:
+                attempt += 1
+                produced = False
+                response = await self._send(client, "POST", "/chat/completions", payload=payload, stream=True)
+                try:
+                    async with contextlib.aclosing(self._answer_events(response, messages)) as events:
+                        async for event in events:
+                            produced = produced or bool(event.text)
+                            yield event
                     return
-                async with contextlib.aclosing(self._stream_events(response, messages)) as events:
-                    async for event in events:
-                        yield event
-            finally:
-                # A body not read to its end closes the connection instead of returning it to the pool.
-                await response.aclose()
+                except UpstreamError as error:
+                    # Timeouts, cuts and error events may pass; garbage would come again.
+                    transient = error.transient or isinstance(error, UpstreamTimeout)
+                    delay = self._retry_delay(attempt, error, None) if transient and not produced else None
+                    if delay is None:
+                        raise
+                finally:
+                    # A body not read to its end closes the connection instead of returning it to the pool.
+                    await response.aclose()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+
+    async def _answer_events(self, response: httpx.Response, messages: list[Message]) -> AsyncIterator[StreamEvent]:
+        if response.headers.get("Content-Type", "").startswith("application/json"):
+            # The upstream ignored "stream": true and answered in one piece.
+            completion_data = await self._read_json(response)
+            content = _message_content(self._first_choice(completion_data))
+            if content:
+                yield StreamEvent(text=content)
+            if isinstance(completion_data.get("usage"), dict):
+                yield StreamEvent(usage=_usage(completion_data["usage"], messages=messages, content=content))
+            return
+        async with contextlib.aclosing(self._stream_events(response, messages)) as events:
+            async for event in events:
+                yield event
 
     async def generate_image(self, *, model, prompt: str) -> ImageResult:
         api = settings.AI_IMAGE_API
@@ -121,7 +144,7 @@ class OpenAIProvider(Provider):
         data = self._parse_json(body, require_dict=False)
         items = data.get("data") if isinstance(data, dict) else data
         if not isinstance(items, list):
-            raise self._error(f"The AI provider at {self.host} sent a model list that is not a list.")
+            raise self._error("The AI provider sent a model list that is not a list.")
         return items
 
     # Streaming.
@@ -130,23 +153,23 @@ class OpenAIProvider(Provider):
         pieces: list[str] = []
         reported_usage = None
         finished = False
-        async with contextlib.aclosing(self._sse_events(response)) as events:
+        async with contextlib.aclosing(self._sse_events(response, started=lambda: bool(pieces))) as events:
             async for event in events:
                 if event.data.strip() == "[DONE]":
                     finished = True
                     break
                 if event.event == "error":
                     detail = _error_message(event.data) or "no detail given"
-                    raise self._error(f"The AI provider failed mid-reply: {detail}.")
+                    raise self._error(f"The AI provider failed {_where(pieces)}: {detail}.", transient=True)
                 try:
                     chunk = json.loads(event.data)
                 except ValueError:
-                    raise self._error(f"The AI provider at {self.host} sent a malformed stream chunk.") from None
+                    raise self._error("The AI provider sent a malformed stream chunk.") from None
                 if not isinstance(chunk, dict):
-                    raise self._error(f"The AI provider at {self.host} sent a malformed stream chunk.")
+                    raise self._error("The AI provider sent a malformed stream chunk.")
                 if chunk.get("error"):
                     detail = _error_message(chunk) or "no detail given"
-                    raise self._error(f"The AI provider failed mid-reply: {detail}.")
+                    raise self._error(f"The AI provider failed {_where(pieces)}: {detail}.", transient=True)
                 choices = chunk.get("choices")
                 if isinstance(choices, list) and choices and isinstance(choices[0], dict):
                     choice = choices[0]
@@ -156,19 +179,29 @@ class OpenAIProvider(Provider):
                         pieces.append(text)
                         yield StreamEvent(text=text)
                     if choice.get("finish_reason") == "error":
-                        raise self._error("The AI provider failed mid-reply.")
+                        raise self._error(f"The AI provider failed {_where(pieces)}.", transient=True)
                     if choice.get("finish_reason"):
                         finished = True
                 # vLLM and llama.cpp may report usage on several chunks; the last one is the total.
                 if isinstance(chunk.get("usage"), dict):
                     reported_usage = chunk["usage"]
+            if finished:
+                # Read the body to its end: only then does the connection go back to the pool
+                # (closed, the next reply would connect and shake hands again).
+                with contextlib.suppress(TimeoutError, UpstreamError):
+                    async with asyncio.timeout(DRAIN_SECONDS):
+                        async for _ in events:
+                            pass
         if not finished:
-            raise self._error("The AI provider stopped mid-reply: the upstream closed the stream early.")
+            raise self._error(f"The AI provider closed the stream early, {_where(pieces)}.", transient=True)
         if reported_usage is not None:
             yield StreamEvent(usage=_usage(reported_usage, messages=messages, content="".join(pieces)))
 
-    async def _sse_events(self, response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
-        """Yield each server-sent event as soon as its closing blank line arrives; end where the body ends."""
+    async def _sse_events(self, response: httpx.Response, started) -> AsyncIterator[ServerSentEvent]:
+        """Yield each server-sent event as soon as its closing blank line arrives; end where the body ends.
+
+        `started()` says whether text came already, for the words of a timeout.
+        """
         try:
             async with contextlib.aclosing(EventSource(_ending_with_a_blank_line(response)).aiter_sse()) as events:
                 async for event in events:
@@ -177,9 +210,9 @@ class OpenAIProvider(Provider):
                     if event.data or event.event == "error":
                         yield event
         except httpx.ReadTimeout:
+            where = "mid-reply" if started() else "before its first token"
             raise self._error(
-                f"The AI provider at {self.host} went silent for more than {settings.AI_TIMEOUT:g} s mid-reply.",
-                timeout=True,
+                f"The AI provider went silent for more than {settings.AI_TIMEOUT:g} s {where}.", timeout=True
             ) from None
         except httpx.HTTPError as exc:
             # A cut connection ends the events; the caller tells a finished reply from a cut one.
@@ -201,7 +234,7 @@ class OpenAIProvider(Provider):
         elif isinstance(item.get("url"), str):
             png, content_type = await self._image_from_url(client, item["url"])
         else:
-            raise self._error(f"The AI provider at {self.host} returned no image.")
+            raise self._error("The AI provider returned no image.")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         prompt_tokens = _count(usage.get("input_tokens"))
         if prompt_tokens is None:
@@ -221,7 +254,7 @@ class OpenAIProvider(Provider):
         message = message if isinstance(message, dict) else {}
         url = _image_url(message.get("images")) or _image_url(message.get("content"))
         if not url:
-            raise self._error(f"The AI provider at {self.host} returned no image.")
+            raise self._error("The AI provider returned no image.")
         png, content_type = await self._image_from_url(client, url)
         usage = _usage(data.get("usage"), messages=messages, content="")
         return ImageResult(
@@ -232,17 +265,17 @@ class OpenAIProvider(Provider):
         if url.startswith("data:"):
             header, comma, encoded = url.partition(",")
             if not comma or ";base64" not in header:
-                raise self._error(f"The AI provider at {self.host} returned an image URL that is not base64 data.")
+                raise self._error("The AI provider returned an image URL that is not base64 data.")
             png = self._b64decode(encoded)
             return png, header.removeprefix("data:").split(";")[0] or _sniff_image(png) or "image/png"
         if not url.startswith(("http://", "https://")):
-            raise self._error(f"The AI provider at {self.host} returned an image URL chatsite cannot fetch.")
+            raise self._error("The AI provider returned an image URL chatsite cannot fetch.")
         # Our key goes only to our upstream, never to the storage that hosts its images.
         response = await self._send(client, "GET", url, authorize=url.startswith(self.base_url + "/"))
         declared = response.headers.get("Content-Type", "").split(";")[0].strip()
         png = await self._read_body(response)
         if not png:
-            raise self._error(f"The AI provider at {self.host} returned an empty image.")
+            raise self._error("The AI provider returned an empty image.")
         return png, _sniff_image(png) or (declared if declared.startswith("image/") else "image/png")
 
     # HTTP.
@@ -333,35 +366,38 @@ class OpenAIProvider(Provider):
         """The error for a request that got no answer; raised at once unless another attempt may get one."""
         if isinstance(exc, httpx.ConnectTimeout):
             return self._error(
-                f"The AI provider at {self.host} did not accept a connection within {settings.AI_CONNECT_TIMEOUT:g} s.",
+                f"The AI provider did not accept a connection within {settings.AI_CONNECT_TIMEOUT:g} s.",
                 timeout=True,
             )
         if isinstance(exc, httpx.PoolTimeout):
             # Every pooled connection stayed busy: this server, not the upstream, ran out of room.
             return self._error(
-                f"Too many calls to the AI provider at {self.host} are open; none ended within "
-                f"{settings.AI_TIMEOUT:g} s.",
+                f"Too many calls to the AI provider are open; none ended within {settings.AI_TIMEOUT:g} s.",
                 timeout=True,
             )
         if isinstance(exc, httpx.TimeoutException):
-            return self._error(
-                f"The AI provider at {self.host} did not answer within {settings.AI_TIMEOUT:g} s.", timeout=True
-            )
+            return self._error(f"The AI provider did not answer within {settings.AI_TIMEOUT:g} s.", timeout=True)
         if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError | httpx.ProxyError):
-            return self._error(f"Could not reach the AI provider at {self.host}.")
-        raise self._error(f"Could not send the request to the AI provider at {self.host}.") from exc
+            return self._error("Could not reach the AI provider.")
+        raise self._error("Could not send the request to the AI provider.") from exc
 
     def _status_failure(self, response: httpx.Response, body: bytes) -> tuple[UpstreamError, float | None]:
         """The error for a non-2xx answer and the upstream's Retry-After; raised at once unless 429 or 5xx."""
         message = _error_message(body.decode("utf-8", errors="replace"))
         code = response.status_code
         if code == 429:
-            summary = f"The AI provider at {self.host} is rate limiting requests (HTTP 429)"
+            summary = "The AI provider is rate limiting requests (HTTP 429)"
         elif code >= 500:
-            summary = f"The AI provider at {self.host} failed (HTTP {code})"
+            summary = f"The AI provider failed (HTTP {code})"
         else:
-            summary = f"The AI provider at {self.host} refused the request (HTTP {code})"
-        error = self._error(f"{summary}: {message}." if message else f"{summary}.")
+            summary = f"The AI provider refused the request (HTTP {code})"
+        # What the upstream said goes to the log; users see it only when it is about their request
+        # (a 4xx other than our key's), never a server's internals.
+        about_the_request = code < 500 and code not in (401, 403, 429)
+        error = self._error(
+            f"{summary}: {message}." if message and about_the_request else f"{summary}.",
+            logged=f"{summary}: {message}." if message else None,
+        )
         if code != 429 and code < 500:
             raise error
         return error, _retry_after(response.headers.get("Retry-After"))
@@ -382,11 +418,11 @@ class OpenAIProvider(Provider):
             return await response.aread()
         except httpx.ReadTimeout:
             raise self._error(
-                f"The AI provider at {self.host} did not finish its answer within {settings.AI_TIMEOUT:g} s.",
+                f"The AI provider did not finish its answer within {settings.AI_TIMEOUT:g} s.",
                 timeout=True,
             ) from None
         except httpx.HTTPError as exc:
-            raise self._error(f"The connection to the AI provider at {self.host} broke off.") from exc
+            raise self._error("The connection to the AI provider broke off.") from exc
         finally:
             await response.aclose()
 
@@ -397,33 +433,47 @@ class OpenAIProvider(Provider):
         try:
             data = json.loads(body)
         except ValueError:
-            raise self._error(f"The AI provider at {self.host} sent a malformed response.") from None
+            raise self._error("The AI provider sent a malformed response.") from None
         if require_dict and not isinstance(data, dict):
-            raise self._error(f"The AI provider at {self.host} sent a malformed response.")
+            raise self._error("The AI provider sent a malformed response.")
         if isinstance(data, dict) and data.get("error"):
             # OpenRouter reports some provider failures as a 200 with an error object.
-            raise self._error(f"The AI provider at {self.host} failed: {_error_message(data) or 'no detail given'}.")
+            raise self._error(f"The AI provider failed: {_error_message(data) or 'no detail given'}.")
         return data
 
     def _first_choice(self, data: dict[str, Any]) -> dict[str, Any]:
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise self._error(f"The AI provider at {self.host} sent an answer with no choices.")
+            raise self._error("The AI provider sent an answer with no choices.")
         return choices[0]
 
     def _b64decode(self, encoded: str) -> bytes:
         try:
             data = base64.b64decode("".join(encoded.split()), validate=True)
         except (binascii.Error, ValueError):
-            raise self._error(f"The AI provider at {self.host} sent an image that is not valid base64.") from None
+            raise self._error("The AI provider sent an image that is not valid base64.") from None
         if not data:
-            raise self._error(f"The AI provider at {self.host} returned an empty image.")
+            raise self._error("The AI provider returned an empty image.")
         return data
 
-    def _error(self, detail: str, *, timeout: bool = False) -> UpstreamError:
+    def _error(
+        self, detail: str, *, timeout: bool = False, logged: str | None = None, transient: bool = False
+    ) -> UpstreamError:
+        """The error users see (no address of ours in it); the log names the upstream and all it said.
+
+        `transient`: another attempt may well succeed (a stream cut or ended by an error event).
+        """
         if self.api_key and len(self.api_key) >= 4:
             detail = detail.replace(self.api_key, "[redacted]")
-        return (UpstreamTimeout if timeout else UpstreamError)(detail)
+            logged = logged and logged.replace(self.api_key, "[redacted]")
+        logger.warning("AI provider at %s: %s", self.host, logged or detail)
+        error = (UpstreamTimeout if timeout else UpstreamError)(detail)
+        error.transient = transient
+        return error
+
+
+def _where(pieces: list[str]) -> str:
+    return "mid-reply" if pieces else "before its first token"
 
 
 def _ending_with_a_blank_line(response: httpx.Response) -> httpx.Response:

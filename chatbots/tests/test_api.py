@@ -1,11 +1,15 @@
 import pytest
 
+from accounts.models import User
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
 from chatsite.tests.shapes import AI_MODEL_KEYS, CHATBOT_KEYS
+from sessions_app.tests.factories import ChatSessionFactory
 
 
 def test_chatbot_list_shows_active_chatbots_in_seed_shape(api_client, chatbot):
     ChatbotFactory(name="Retired", is_active=False)
+    chatbot.prompt_is_private = False
+    chatbot.save(update_fields=["prompt_is_private"])
 
     response = api_client.get("/api/chatbots/")
 
@@ -21,6 +25,7 @@ def test_chatbot_list_shows_active_chatbots_in_seed_shape(api_client, chatbot):
         "is_active": True,
         "system_prompt": "You are a helpful assistant.",
         "chatbot_type": "text",
+        "prompt_is_private": False,
     }
 
 
@@ -73,3 +78,21 @@ def test_catalogue_lists_cost_a_constant_number_of_queries(api_client, django_as
     with django_assert_max_num_queries(3):
         response = api_client.get(path)
     assert len(response.json()) == 30
+
+
+def test_a_private_system_prompt_is_empty_for_users_and_shown_to_staff(api_client, staff_client, default_tier):
+    secret = ChatbotFactory(name="Secret sauce", system_prompt="Our hidden instructions.")
+    open_bot = ChatbotFactory(name="Open book", system_prompt="Be plain.", prompt_is_private=False)
+
+    as_user = {bot["id"]: bot for bot in api_client.get("/api/chatbots/").json()}
+    as_staff = {bot["id"]: bot for bot in staff_client.get("/api/chatbots/").json()}
+    detail = api_client.get(f"/api/chatbots/{secret.pk}/").json()
+
+    assert secret.prompt_is_private  # new chatbots start private
+    assert as_user[secret.pk]["system_prompt"] == "" and detail["system_prompt"] == ""
+    assert "system_prompt" in as_user[secret.pk]  # the seed's field stays in the shape
+    assert as_user[open_bot.pk]["system_prompt"] == "Be plain."
+    assert as_staff[secret.pk]["system_prompt"] == "Our hidden instructions."
+    # Nor through a chat that uses it.
+    chat = ChatSessionFactory(user=User.objects.get(email="owner@example.com"), chatbot=secret)
+    assert api_client.get(f"/api/chat-sessions/{chat.pk}/").json()["chatbot"]["system_prompt"] == ""

@@ -302,12 +302,12 @@ def test_retry_after_is_honoured(provider, model, upstream):
 
 
 @pytest.mark.parametrize("streamed", [False, True])
-def test_server_errors_are_retried_then_reported(provider, model, upstream, settings, streamed):
+def test_server_errors_are_retried_then_reported(provider, model, upstream, settings, streamed, caplog):
     settings.AI_MAX_RETRIES = 2
     for _ in range(3):
-        upstream.enqueue_status(500, body={"error": {"message": "The model is overloaded."}})
+        upstream.enqueue_status(500, body={"error": {"message": "The model is overloaded on 10.1.2.3."}})
 
-    with pytest.raises(UpstreamError, match=r"failed \(HTTP 500\): The model is overloaded\.") as raised:
+    with pytest.raises(UpstreamError, match=r"^The AI provider failed \(HTTP 500\)\.$") as raised:
         if streamed:
             collect(provider.stream(model=model, messages=MESSAGES))
         else:
@@ -316,6 +316,11 @@ def test_server_errors_are_retried_then_reported(provider, model, upstream, sett
     assert type(raised.value) is UpstreamError
     assert raised.value.status == 502
     assert len(upstream.requests) == 3
+    # The server's own words and its address are for the operator's log, not for the user.
+    host = upstream.base_url.split("//")[1].split("/")[0]
+    assert (
+        f"AI provider at {host}: The AI provider failed (HTTP 500): The model is overloaded on 10.1.2.3." in caplog.text
+    )
 
 
 def test_a_refused_request_is_not_retried_and_carries_the_upstreams_message(provider, model, upstream):
@@ -327,14 +332,16 @@ def test_a_refused_request_is_not_retried_and_carries_the_upstreams_message(prov
     assert len(upstream.requests) == 1
 
 
-def test_the_api_key_never_appears_in_an_error(provider, model, upstream):
+def test_the_api_key_never_appears_in_an_error(provider, model, upstream, caplog):
     upstream.enqueue_status(401, body={"error": {"message": "Incorrect API key provided: test-key."}})
 
     with pytest.raises(UpstreamError) as raised:
         run(provider.complete(model=model, messages=MESSAGES))
 
-    assert "test-key" not in raised.value.detail
-    assert "[redacted]" in raised.value.detail
+    # Users see the status; what the upstream said about our key goes to the log, redacted there too.
+    assert raised.value.detail == "The AI provider refused the request (HTTP 401)."
+    assert "Incorrect API key provided: [redacted]." in caplog.text
+    assert "test-key" not in caplog.text
 
 
 def test_malformed_json_is_an_upstream_error(provider, model, upstream):
@@ -373,7 +380,7 @@ def test_a_stream_closed_early_yields_its_deltas_then_an_upstream_error(provider
     async def scenario():
         async with contextlib.aclosing(provider.stream(model=model, messages=MESSAGES)) as events:
             assert [(await anext(events)).text, (await anext(events)).text] == ["Half", " a reply"]
-            with pytest.raises(UpstreamError, match="the upstream closed the stream early"):
+            with pytest.raises(UpstreamError, match="closed the stream early, mid-reply"):
                 await anext(events)
 
     run(scenario())
@@ -395,15 +402,17 @@ def test_an_error_status_before_the_first_token_is_retried_for_streams(provider,
     assert len(upstream.requests) == 2
 
 
-def test_connection_refused_is_an_upstream_error(model, refused_base_url, settings):
+def test_connection_refused_is_an_upstream_error(model, refused_base_url, settings, caplog):
     settings.AI_BASE_URL = refused_base_url
     settings.AI_API_KEY = "test-key"
     settings.AI_RETRY_BACKOFF = 0
 
-    with pytest.raises(UpstreamError, match=r"Could not reach the AI provider at 127\.0\.0\.1") as raised:
+    with pytest.raises(UpstreamError, match=r"^Could not reach the AI provider\.$") as raised:
         run(get_provider(model).complete(model=model, messages=MESSAGES))
 
     assert type(raised.value) is UpstreamError
+    assert "127.0.0.1" not in raised.value.detail
+    assert f"AI provider at {refused_base_url.split('//')[1].split('/')[0]}: Could not reach" in caplog.text
     with pytest.raises(UpstreamError):
         collect(get_provider(model).stream(model=model, messages=MESSAGES))
 
@@ -575,6 +584,38 @@ def test_a_long_lived_loops_client_serves_many_calls_over_one_pool(provider, mod
     assert len(upstream.requests) == 5
 
 
+def test_a_long_lived_loops_pool_keeps_a_connection_for_every_reply_that_ran_at_once(provider, model, upstream):
+    # More replies at once than httpx keeps alive by default (20), and than requests pooled (10): a pool
+    # sized to the concurrency (AI_MAX_CONNECTIONS, AI_MAX_KEEPALIVE) opens no new connection for the
+    # next burst, where a default one would drop the extra connections and open (and handshake) them again.
+    at_once = 30
+    for _ in range(2 * at_once):
+        upstream.enqueue_text("one two", chunks=["one", " two"], delay=0.3)
+
+    async def burst():
+        async def read(stream):
+            async with contextlib.aclosing(stream):
+                return [event async for event in stream]
+
+        return await asyncio.gather(*(read(provider.stream(model=model, messages=MESSAGES)) for _ in range(at_once)))
+
+    async def scenario():
+        share_client_on(asyncio.get_running_loop())
+        try:
+            first = await burst()
+            opened_by_first = upstream.connections_opened
+            second = await burst()
+        finally:
+            await close_shared_client()
+        return first + second, opened_by_first
+
+    replies, opened_by_first = run(scenario())
+
+    assert [texts(events) for events in replies] == [["one", " two"]] * (2 * at_once)
+    assert opened_by_first == at_once
+    assert upstream.connections_opened == at_once
+
+
 def test_an_image_comes_from_the_images_endpoint(image_model, upstream):
     png = tiny_png()
     upstream.enqueue_image(png, via="images")
@@ -723,3 +764,29 @@ def test_the_api_key_is_not_sent_to_a_model_on_another_host(settings, upstream):
     run(get_provider(model).complete(model=model, messages=[{"role": "user", "content": "hi"}]))
 
     assert "Authorization" not in upstream.requests[-1]["headers"]
+
+
+@pytest.mark.parametrize("how", ["silent", "cut", "error-event"])
+def test_a_stream_that_fails_before_its_first_token_is_retried(provider, model, upstream, settings, how):
+    settings.AI_TIMEOUT = 0.3
+    if how == "silent":
+        upstream.enqueue_silent(3)  # the headers, then nothing
+    elif how == "cut":
+        upstream.enqueue_raw([b": warming up\n\n"], cut=True)
+    else:
+        upstream.enqueue_raw([b'event: error\ndata: {"error": {"message": "overloaded"}}\n\n'])
+    upstream.enqueue_text("Second try.", chunks=["Second", " try."])
+
+    assert texts(collect(provider.stream(model=model, messages=MESSAGES))) == ["Second", " try."]
+    assert len(upstream.requests) == 2
+
+
+def test_a_stream_silent_on_every_attempt_is_a_timeout_before_its_first_token(provider, model, upstream, settings):
+    settings.AI_TIMEOUT = 0.2
+    settings.AI_MAX_RETRIES = 1
+    for _ in range(2):
+        upstream.enqueue_silent(3)
+
+    with pytest.raises(UpstreamTimeout, match=r"went silent for more than 0\.2 s before its first token"):
+        collect(provider.stream(model=model, messages=MESSAGES))
+    assert len(upstream.requests) == 2

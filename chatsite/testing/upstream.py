@@ -80,6 +80,8 @@ class StubUpstream:
         # Set at stop(): every hang and delay ends at once, so teardown never waits them out.
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
+        # Every connection a client opened, kept-alive ones counted once: a client that reuses its pool opens few.
+        self.connections_opened = 0
         self._handler_threads: set[threading.Thread] = set()
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.stub = self
@@ -155,6 +157,10 @@ class StubUpstream:
         """Accept the request, send nothing for `seconds` (less if the stub stops), then drop the connection."""
         self._enqueue("hang", seconds=seconds)
 
+    def enqueue_silent(self, seconds: float) -> None:
+        """Answer 200 with an event stream's headers, then send nothing for `seconds`, then drop the connection."""
+        self._enqueue("silent", seconds=seconds)
+
     def enqueue_image(self, png: bytes, *, via: str = "images", cost: float | str | None = None) -> None:
         """Answer with an image: "images" (data[0].b64_json), "url" (data[0].url) or "chat" (message.images)."""
         if via not in ("images", "url", "chat"):
@@ -213,6 +219,8 @@ class StubUpstream:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Many clients connect at once (a pool filling up): none should wait for a SYN retry.
+    request_queue_size = 256
     stub: StubUpstream
 
     def handle_error(self, request, client_address) -> None:
@@ -237,6 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         with self.server.stub._changed:
             self.server.stub._connections.add(self.connection)
+            self.server.stub.connections_opened += 1
             self.server.stub._handler_threads.add(threading.current_thread())
 
     def finish(self) -> None:
@@ -389,6 +398,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_body(200, b'{"id": "chatcmpl-stub", "choices": [{"message": ', "application/json")
 
     def _reply_hang(self, *, seconds: float) -> None:
+        self.server.stub._pause(seconds)
+        self.close_connection = True
+
+    def _reply_silent(self, *, seconds: float) -> None:
+        self._start_chunked(200, "text/event-stream")
         self.server.stub._pause(seconds)
         self.close_connection = True
 

@@ -1,6 +1,10 @@
 """The JSON shapes of seeds/001 (plus the fields chatsite adds), asserted key for key."""
 
-CHATBOT_KEYS = {"id", "name", "description", "image", "is_active", "system_prompt", "chatbot_type"}
+CHATBOT_KEYS = {
+    "id", "name", "description", "image", "is_active", "system_prompt", "chatbot_type",
+    # added
+    "prompt_is_private",
+}  # fmt: skip
 AI_MODEL_KEYS = {
     "id", "name", "model_id", "description", "model_type", "is_active", "is_free", "token_cost_multiplier",
     # added

@@ -248,8 +248,10 @@ def test_staff_only_endpoint_is_403_for_a_normal_user(api_client, ids, endpoint)
 
 
 @pytest.mark.parametrize("endpoint", params(*STAFF_ONLY))
-def test_staff_may_call_every_staff_only_endpoint(staff_client, ids, endpoint):
-    response = call(staff_client, _resolve(endpoint, ids), ids)
+def test_staff_may_call_every_staff_only_endpoint(staff_client, superuser_client, ids, endpoint):
+    # Roles are the superuser's to change (below); everything else is any staff user's.
+    client = superuser_client if endpoint.path.endswith("/role/") else staff_client
+    response = call(client, _resolve(endpoint, ids), ids)
     assert 200 <= response.status_code < 300, response.content
 
 
@@ -258,6 +260,31 @@ def test_a_normal_user_cannot_make_themselves_admin(api_client, user):
     assert_error(response, 403, "permission_denied")
     user.refresh_from_db()
     assert not user.is_staff
+
+
+def test_staff_who_is_not_a_superuser_cannot_change_roles(staff_client, superuser, user):
+    for target, role in ((superuser, "user"), (user, "admin")):
+        response = staff_client.patch(f"/api/admin/users/{target.pk}/role/", {"role": role}, format="json")
+        assert_error(response, 403, "superuser_required")
+    superuser.refresh_from_db()
+    user.refresh_from_db()
+    assert superuser.is_staff and superuser.is_superuser
+    assert not user.is_staff
+
+
+def test_a_superusers_role_never_changes_through_the_api(superuser_client, default_tier):
+    other_root = UserFactory(is_staff=True, is_superuser=True)
+    response = superuser_client.patch(f"/api/admin/users/{other_root.pk}/role/", {"role": "user"}, format="json")
+    assert_error(response, 400, "superuser_role_fixed")
+    other_root.refresh_from_db()
+    assert other_root.is_staff
+
+
+def test_nobody_changes_their_own_role(superuser_client, superuser):
+    response = superuser_client.patch(f"/api/admin/users/{superuser.pk}/role/", {"role": "user"}, format="json")
+    assert_error(response, 400, "cannot_change_own_role")
+    superuser.refresh_from_db()
+    assert superuser.is_staff
 
 
 def test_staff_sees_another_users_chats_through_the_admin_api(staff_client, ids):
@@ -365,13 +392,39 @@ def test_normal_user_cannot_list_users_but_staff_can(api_client, staff_client, u
     assert user.email in emails
 
 
-def test_staff_role_change_takes_effect(staff_client, user):
-    response = staff_client.patch(f"/api/admin/users/{user.pk}/role/", {"role": "admin"}, format="json")
+def test_staff_role_change_takes_effect(superuser_client, user):
+    response = superuser_client.patch(f"/api/admin/users/{user.pk}/role/", {"role": "admin"}, format="json")
     assert response.status_code == 200
     assert response.json()["role"] == "admin"
     user.refresh_from_db()
     assert user.is_staff
     demoted = UserFactory(is_staff=True)
-    staff_client.patch(f"/api/admin/users/{demoted.pk}/role/", {"role": "user"}, format="json")
+    superuser_client.patch(f"/api/admin/users/{demoted.pk}/role/", {"role": "user"}, format="json")
     demoted.refresh_from_db()
     assert not demoted.is_staff
+
+
+# -- caching ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/chat/", "/chat/{session}/", "/account/", "/api/users/", "/api/users/usage/", "/api/chat-sessions/",
+        "/api/chat-sessions/{session}/messages/", "/api/chat-sessions/{session}/export/?format=json",
+        "/api/chat-sessions/{session}/export/?format=markdown", "/api/chatbots/",
+    ],
+)  # fmt: skip
+def test_every_answer_to_a_signed_in_user_is_private_and_not_stored(api_client, ids, path):
+    response = api_client.get(path.format(**ids))
+    assert response.status_code == 200, path
+    directives = {part.strip() for part in response["Cache-Control"].split(",")}
+    assert {"private", "no-store"} <= directives, response["Cache-Control"]
+    assert "public" not in directives
+
+
+def test_static_files_stay_cacheable_for_signed_in_users(api_client):
+    response = api_client.get("/static/css/site.css")
+    response.close()  # a file response: its file closes with it
+    assert response.status_code == 200
+    assert "no-store" not in response.get("Cache-Control", "")

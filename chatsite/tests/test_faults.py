@@ -28,7 +28,6 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from accounts.tests.factories import PASSWORD, UserFactory
-from billing import services as billing_services
 from billing.models import ChatSessionUsage, UsageBucket, UsageEvent
 from billing.services import subscription_assign
 from billing.tests.factories import SubscriptionTypeFactory
@@ -368,7 +367,7 @@ def cluster_control() -> tuple[list[str], str, str]:
 # has settled its usage (but before it commits). Either way the finish is tried again.
 OUTAGES = {
     "before-the-finish": (lifecycle, "_reply_complete", 2),
-    "after-settling": (billing_services, "_session_usage_add", 1),
+    "after-settling": (lifecycle, "session_touch", 1),
 }
 
 

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
+    positive_data_acceptance,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -181,13 +182,14 @@ def signed_in(user):
         yield auth
 
 
+# Billing talks to the local Stripe-compatible server, so checkout and the portal answer as configured.
 @pytest.fixture
-def as_user(user, known_objects):
+def as_user(user, known_objects, stripe_stub):
     yield from signed_in(user)
 
 
 @pytest.fixture
-def as_staff(staff, known_objects):
+def as_staff(staff, known_objects, stripe_stub):
     yield from signed_in(staff)
 
 
@@ -214,3 +216,23 @@ def test_every_staff_operation_answers_staff_as_its_schema_says(case, as_staff):
 
 def test_schema_validates_without_warnings():
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", os.devnull)
+
+
+# Every query parameter a read takes is declared with the bounds the server holds it to, so a client
+# built from the schema never sends one the server refuses: valid requests only, each must be accepted.
+reads = schemathesis.openapi.from_wsgi("/api/schema/", application, headers={"Accept": "application/json"})
+reads.config.generation.update(modes=[schemathesis.GenerationMode.POSITIVE])
+reads = reads.include(
+    method="GET",
+    path_regex=r"^/api/(chat-sessions/(\{id\}/messages/|search/|\{id\}/export/)?|admin/users/|chatbots/|ai-models/)$",
+)
+
+
+@reads.parametrize()
+@FUZZ_SETTINGS
+@pytest.mark.django_db
+def test_every_request_the_schema_allows_is_accepted(case, as_staff):
+    prepare(case)
+    response = case.call(**as_staff)
+    assert response.status_code != 400, (case.path, case.query, response.text)
+    case.validate_response(response, checks=[positive_data_acceptance, not_a_server_error])

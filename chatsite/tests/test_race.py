@@ -17,12 +17,13 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
 from django.db import connection
 
 from accounts.tests.factories import PASSWORD, UserFactory
-from billing.models import UsageBucket, UsageEvent
+from billing.models import Payment, UsageBucket, UsageEvent
 from billing.quotas import floor_hour
 from billing.services import subscription_assign
 from billing.tests.factories import SubscriptionTypeFactory, UsageEventFactory
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
 from chatsite.testing.appserver import BOOT_SECONDS, AppServer, production_env, sign_in, wait_connections_gone
+from chatsite.testing.stripe_stub import SECRET_KEY, WEBHOOK_SECRET, StripeStub, event, signed_event
 from sessions_app.models import ChatMessage
 from sessions_app.tests.factories import ChatSessionFactory
 
@@ -42,6 +43,18 @@ REQUEST_SECONDS = 30
 
 @pytest.fixture
 def servers(transactional_db, tmp_path):
+    yield from _two_servers(tmp_path)
+
+
+@pytest.fixture
+def selling_servers(transactional_db, tmp_path):
+    """Two app servers that sell plans through a local Stripe-compatible server."""
+    with StripeStub() as stub:
+        yield from _two_servers(tmp_path, STRIPE_SECRET_KEY=SECRET_KEY, STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+                                STRIPE_API_BASE=stub.base_url)  # fmt: skip
+
+
+def _two_servers(tmp_path, **extra_env):
     """Two app servers on the test database, stopped (and their connections gone) after the test."""
     env = production_env(
         tmp_path / "media",
@@ -49,6 +62,7 @@ def servers(transactional_db, tmp_path):
         GUNICORN_WORKERS="2",
         # Every send of the race is in flight at once: only the quota may refuse them here.
         MAX_ACTIVE_REPLIES_PER_USER="0",
+        **extra_env,
     )
     pair = [AppServer(name=f"gunicorn-{n}", env=env, log_dir=tmp_path) for n in (1, 2)]
     try:
@@ -68,9 +82,15 @@ def _sign_in(server: AppServer, email: str) -> dict[str, str]:
     return sign_in(server.url, email, PASSWORD)
 
 
-def _burst(pair: list[AppServer], cookies: dict[str, str], session_pk: int) -> list[requests.Response]:
-    """SENDS sends at once, alternating between the servers; each thread has its own HTTP session."""
-    barrier = threading.Barrier(SENDS, timeout=REQUEST_SECONDS)
+def _burst(pair: list[AppServer], cookies: dict[str, str], session_pk: int, *, beside=None) -> list[requests.Response]:
+    """SENDS sends at once, alternating between the servers; each thread has its own HTTP session.
+
+    `beside`, if given, is called at the same moment, on a thread of its own.
+    """
+    barrier = threading.Barrier(SENDS + (beside is not None), timeout=REQUEST_SECONDS)
+    if beside is not None:
+        thread = threading.Thread(target=lambda: (barrier.wait(), beside()))
+        thread.start()
 
     def send(n: int) -> requests.Response:
         with requests.Session() as http:
@@ -84,7 +104,10 @@ def _burst(pair: list[AppServer], cookies: dict[str, str], session_pk: int) -> l
             )
 
     with ThreadPoolExecutor(max_workers=SENDS) as pool:
-        return list(pool.map(send, range(SENDS)))
+        responses = list(pool.map(send, range(SENDS)))
+    if beside is not None:
+        thread.join(REQUEST_SECONDS)
+    return responses
 
 
 def _body(response: requests.Response) -> dict:
@@ -143,3 +166,82 @@ def test_concurrent_sends_across_two_app_servers_never_pass_the_quota(servers):
             UsageBucket.objects.filter(user=user, span="hour", messages__gt=0).values_list("hour", "messages")
         )
         assert bucket_hours == ledger_hours, (where, bucket_hours, ledger_hours)
+
+
+def test_password_guesses_racing_across_two_app_servers_get_exactly_the_accounts_limit(servers):
+    user = UserFactory()
+    user.password = make_password(PASSWORD, hasher=PBKDF2PasswordHasher())
+    user.save(update_fields=["password"])
+    guesses = 30
+
+    def guess(n: int) -> requests.Response:
+        with requests.Session() as http:
+            base = servers[n % 2].url
+            http.get(f"{base}/api/auth/csrf/", timeout=10).raise_for_status()
+            return http.post(
+                f"{base}/api/auth/login/", json={"email": user.email, "password": f"wrong guess {n}"},
+                headers={"X-CSRFToken": http.cookies["csrftoken"]}, timeout=REQUEST_SECONDS,
+            )  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=guesses) as pool:
+        responses = list(pool.map(guess, range(guesses)))
+
+    # The account's limit (THROTTLE_LOGIN_ACCOUNT, 10 in 15 minutes) is shared by both servers and exact.
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {400: 10, 429: guesses - 10}, statuses
+    assert {r.json()["code"] for r in responses if r.status_code == 429} == {"too_many_attempts"}
+    assert all(int(r.headers["Retry-After"]) > 0 for r in responses if r.status_code == 429)
+    # Now the right password is refused too, on either server, until the window ends.
+    for server in servers:
+        with requests.Session() as http:
+            http.get(f"{server.url}/api/auth/csrf/", timeout=10)
+            response = http.post(
+                f"{server.url}/api/auth/login/", json={"email": user.email, "password": PASSWORD},
+                headers={"X-CSRFToken": http.cookies["csrftoken"]}, timeout=REQUEST_SECONDS,
+            )  # fmt: skip
+        assert response.status_code == 429, response.text
+
+
+def test_a_plan_bought_while_sends_race_on_two_servers_leaves_the_ledger_exact(selling_servers, default_tier):
+    small = SubscriptionTypeFactory(name="Small", hourly_max_messages=LIMIT)  # 10 an hour, 3 used: 7 left
+    big = SubscriptionTypeFactory(name="Big", price="9.00", duration_days=45, hourly_max_messages=2 * LIMIT)
+    user = UserFactory()
+    user.password = make_password(PASSWORD, hasher=PBKDF2PasswordHasher())
+    user.save(update_fields=["password"])
+    subscription_assign(user=user, subscription_type=small)
+    model = AIModelFactory(provider="demo", is_free=False)
+    UsageEventFactory.create_batch(USED_BEFORE, user=user, ai_model=model)
+    chat = ChatSessionFactory(user=user, chatbot=ChatbotFactory(), ai_model=model)
+    cookies = _sign_in(selling_servers[0], user.email)
+    body, signature = signed_event(
+        event("checkout.session.completed", {
+            "id": "cs_race", "object": "checkout.session", "client_reference_id": str(user.pk),
+            "metadata": {"subscription_type_id": str(big.pk)}, "amount_total": 900, "currency": "usd",
+            "customer": "cus_race", "payment_intent": "pi_race", "payment_status": "paid", "mode": "payment",
+        })
+    )  # fmt: skip
+    hook: list[requests.Response] = []
+
+    def buy() -> None:
+        hook.append(requests.post(
+            f"{selling_servers[1].url}/billing/stripe/webhook/", data=body,
+            headers={"Stripe-Signature": signature, "Content-Type": "application/json"}, timeout=REQUEST_SECONDS,
+        ))  # fmt: skip
+
+    responses = _burst(selling_servers, cookies, chat.pk, beside=buy)
+
+    assert hook[0].status_code == 200, hook[0].text
+    passed = [r for r in responses if r.status_code == 201]
+    assert {r.status_code for r in responses} <= {201, 429}
+    # Each send was checked against the tier of its moment: under the small one, at most its 7 left;
+    # in all, at most the big one's 20 less the 3 used. Each success saw every earlier one.
+    under_small = [r for r in passed if r.headers["X-RateLimit-Limit"] == str(LIMIT)]
+    assert len(under_small) <= LIMIT - USED_BEFORE
+    assert len(passed) <= 2 * LIMIT - USED_BEFORE
+    counted = UsageEvent.objects.filter(user=user).exclude(state=UsageEvent.State.RELEASED).count()
+    assert counted == USED_BEFORE + len(passed)
+    # The rolling hour kept counting across the change: what is left now is exactly the big tier's rest.
+    again = _burst(selling_servers, cookies, chat.pk)
+    assert sum(r.status_code == 201 for r in again) == 2 * LIMIT - counted
+    assert UsageEvent.objects.filter(user=user).exclude(state=UsageEvent.State.RELEASED).count() == 2 * LIMIT
+    assert Payment.objects.filter(user=user).count() == 1

@@ -190,6 +190,7 @@ def test_patch_with_only_auto_generate_title_works(api_client, chat_session):
     [
         pytest.param({"title": ""}, "blank", id="blank title"),
         pytest.param({"title": "   "}, "blank", id="whitespace title"),
+        pytest.param({"title": "\u200b\u2060\ufeff"}, "blank", id="invisible title"),
         pytest.param({"title": "x" * 201}, "max_length", id="long title"),
         pytest.param({"title": None}, "null", id="null title"),
         pytest.param({"title": ["a"]}, "invalid", id="list title"),
@@ -222,6 +223,8 @@ def test_patch_with_bad_input_is_400_and_changes_nothing(api_client, chat_sessio
         pytest.param({}, "required", id="no message"),
         pytest.param({"message": ""}, "blank", id="empty"),
         pytest.param({"message": "   \n\t "}, "blank", id="whitespace"),
+        pytest.param({"message": "\u200b" * 9}, "blank", id="zero-width spaces"),
+        pytest.param({"message": "\u3164\u2800 \u200d\ufe0f"}, "blank", id="blank-looking characters"),
         pytest.param({"message": 123}, "invalid", id="number"),
         pytest.param({"message": None}, "null", id="null"),
         pytest.param({"message": ["hi"]}, "invalid", id="list"),
@@ -438,6 +441,7 @@ def test_edit_of_a_disabled_message_is_400(api_client, conversation):
     [
         pytest.param({"content": ""}, "blank", id="empty"),
         pytest.param({"content": "   "}, "blank", id="whitespace"),
+        pytest.param({"content": "\u200b\u200c\u200d"}, "blank", id="invisible"),
         pytest.param({}, "required", id="missing"),
         pytest.param({"content": 5}, "invalid", id="number"),
         pytest.param({"content": None}, "null", id="null"),
@@ -466,6 +470,7 @@ def test_edit_with_bad_content_is_400_and_changes_nothing(api_client, conversati
     [
         pytest.param({"title": ""}, "blank", id="blank"),
         pytest.param({"title": "    "}, "blank", id="whitespace"),
+        pytest.param({"title": "\u200b\u200b"}, "blank", id="invisible"),
         pytest.param({"title": "x" * 201}, "max_length", id="too long"),
         pytest.param({}, "required", id="missing"),
         pytest.param({"title": 7}, "invalid", id="number"),
@@ -572,7 +577,7 @@ def test_admin_role_with_a_bad_role_is_400(staff_client, user, body, code):
 
 def test_staff_cannot_demote_themselves(staff_client, staff):
     response = staff_client.patch(f"/api/admin/users/{staff.pk}/role/", {"role": "user"}, format="json")
-    assert_error(response, 400, "cannot_demote_self")
+    assert_error(response, 403, "superuser_required")
     staff.refresh_from_db()
     assert staff.is_staff
 
@@ -619,6 +624,15 @@ GOOD_PASSWORD = "a long passphrase 8271"
             id="NUL in name",
         ),
         pytest.param(["new@example.com", GOOD_PASSWORD], "invalid", id="list body"),
+        pytest.param({"email": "new@example.com", "password": " " * 12}, "weak_password", id="password of spaces"),
+        pytest.param(
+            {"email": "new@example.com", "password": "\u200b" * 9}, "weak_password", id="password of zero-width spaces"
+        ),
+        pytest.param(
+            {"email": "new@example.com", "password": "ab\u200b\u200b\u200b\u200b\u200b\u200b\u200b\u200b"},
+            "weak_password",
+            id="password mostly invisible",
+        ),
     ],
 )
 def test_register_with_bad_input_is_400_and_creates_no_account(user, body, code):
@@ -629,6 +643,21 @@ def test_register_with_bad_input_is_400_and_creates_no_account(user, body, code)
     assert_error(response, 400, code)
     assert User.objects.count() == users
     assert client.get("/api/users/").status_code == 401
+
+
+def test_register_while_signed_in_is_400_and_keeps_the_session(api_client, user):
+    users = User.objects.count()
+    response = api_client.post("/api/auth/register/", {"email": "second@example.com", "password": GOOD_PASSWORD})
+    assert_error(response, 400, "already_signed_in")
+    assert User.objects.count() == users
+    assert api_client.get("/api/users/").json()["email"] == user.email
+
+
+def test_a_passphrase_with_spaces_is_fine(db, default_tier):
+    response = anon_csrf_client().post(
+        "/api/auth/register/", {"email": "new@example.com", "password": "tall  trees   whisper"}, format="json"
+    )
+    assert response.status_code == 201, response.content
 
 
 def test_register_with_good_input_signs_in(db, default_tier):

