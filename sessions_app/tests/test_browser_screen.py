@@ -173,6 +173,7 @@ def test_a_quota_refusal_shows_by_the_composer_in_view_with_the_reset_time_and_t
     alert = page.locator("#chat-alerts [role=alert]")
     expect(alert).to_contain_text("It resets at")
     expect(alert.get_by_role("link", name="See your plan and limits")).to_have_attribute("href", "/account/")
+    expect(alert.get_by_role("link", name="see the plans")).to_have_attribute("href", "/pricing/")
     assert alert.evaluate(
         "(n) => { const r = n.getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; }"
     )

@@ -194,6 +194,7 @@ def test_a_quota_error_shows_inline_with_its_headers(owner_client, chat_session,
     assert "You have reached a usage limit (hourly max messages: 1 of 1). It resets at " in body
     assert "Your limits and when they reset are on your account page." in body
     assert 'href="/account/"' in body
+    assert 'href="/pricing/">see the plans</a>' in body
     assert 'id="id_content">\nOne more</textarea>' in body
     # The refused message was not saved: only the first one is in the chat.
     assert list(chat_session.messages.filter(message_type="user").values_list("content", flat=True)) == [

@@ -16,6 +16,7 @@
   const chatUrl = root.dataset.chatUrl;
   const botName = root.dataset.botName;
   const accountUrl = root.dataset.accountUrl;
+  const pricingUrl = root.dataset.pricingUrl;
   const scroller = document.getElementById("scroller");
   const list = document.getElementById("messages");
   const composer = document.getElementById("composer");
@@ -460,7 +461,8 @@
         ? el("time", {className: "resets-at", dateTime: error.resets_at, textContent: resetFormat.format(resets)})
         : "later";
       box.append(el("p", {}, "It resets at ", when, ". Your message is still in the box. ",
-        el("a", {href: accountUrl, textContent: "See your plan and limits"}), "."));
+        el("a", {href: accountUrl, textContent: "See your plan and limits"}), ", or ",
+        el("a", {href: pricingUrl, textContent: "see the plans"}), "."));
     } else {
       box.append(el("p", {}, el("strong", {textContent: errorText(error)})));
       if (error.code === "unverified" || error.code === "no_subscription") {
