@@ -285,7 +285,8 @@ def test_a_quota_refusal_shows_inline_with_the_limit_its_local_reset_time_and_th
         alert = page.locator("#chat-alerts [role=alert]")
         expect(alert).to_contain_text("messages per hour (1 of 1)")
         expect(alert).to_contain_text("It resets at")
-        expect(alert.get_by_role("link")).to_have_attribute("href", "/account/")
+        expect(alert.get_by_role("link", name="See your plan and limits")).to_have_attribute("href", "/account/")
+        expect(alert.get_by_role("link", name="see the plans")).to_have_attribute("href", "/pricing/")
         expect(page.get_by_label("Message", exact=True)).to_have_value("One more please")
         # The reset time is shown in the browser's time zone (UTC+5:30 here), not the server's.
         resets = alert.locator("time")

@@ -260,7 +260,7 @@ def test_after_an_edit_and_a_regenerate_the_versions_switch_in_place(screen, use
     first.get_by_role("button", name="Edit").click()
     page.get_by_label("Edit message").fill("Tell me about birds")
     page.get_by_label("Edit message").press("Enter")
-    expect(page.locator(ASSISTANTS)).to_have_count(1)
+    expect(page.locator(ASSISTANTS)).to_have_count(1, timeout=20_000)
     expect(page.locator(ASSISTANTS).first).to_have_attribute("data-status", "complete")
     expect(page.locator(ASSISTANTS).first).to_contain_text("Tell me about birds")
     expect(page.locator(USERS)).to_have_count(1)
