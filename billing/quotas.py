@@ -443,6 +443,7 @@ class Headroom:
     limit: int | Decimal
     remaining: int | Decimal
     resets_at: datetime | None
+    limit_name: str = ""  # the SubscriptionType field, for pages that say which limit it is
 
 
 def tightest(*, usage: Usage, tier: SubscriptionType, klass: str) -> Headroom | None:
@@ -457,7 +458,7 @@ def tightest(*, usage: Usage, tier: SubscriptionType, klass: str) -> Headroom | 
     if best is None:
         return None
     _, limit, value, remaining = best
-    return Headroom(limit=value, remaining=remaining, resets_at=usage.resets_at(limit))
+    return Headroom(limit=value, remaining=remaining, resets_at=usage.resets_at(limit), limit_name=limit.name)
 
 
 def rate_limit_headers(headroom: Headroom | None) -> dict[str, str]:

@@ -4,7 +4,6 @@ from django.conf import settings
 from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import URLPattern, include, path
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 from rest_framework.routers import SimpleRouter
@@ -93,8 +92,12 @@ api_urlpatterns = [
     *router_urls,
 ]
 
+admin.site.site_header = "chatsite administration"
+admin.site.site_title = "chatsite admin"
+admin.site.index_title = "Plans, models, chatbots, users and chats"
+
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="chat:index", permanent=False)),
+    path("", views.landing, name="landing"),
     path("api/", include((api_urlpatterns, "api"))),
     # The OpenAI-compatible API, opened by personal API keys (apikeys/v1.py).
     path("v1/", include("apikeys.urls")),

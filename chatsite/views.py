@@ -4,7 +4,7 @@ import logging
 import sys
 
 from django.http import JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -24,6 +24,14 @@ def _error(request, detail: str, code: str, status: int) -> JsonResponse:
 
         return JsonResponse(openai_error({"detail": detail, "code": code}, status), status=status)
     return JsonResponse({"detail": detail, "code": code}, status=status)
+
+
+@require_GET
+def landing(request):
+    """What chatsite is, for a visitor; signed-in people go straight to their chats."""
+    if request.user.is_authenticated:
+        return redirect("chat:index")
+    return render(request, "landing.html")
 
 
 @never_cache

@@ -15,6 +15,7 @@ from chatsite.errors import InvalidInput
 from chatsite.schema import NOT_BLANK, REPLY_ERRORS, REPLY_EVENTS, error_responses, int_parameter, pagination
 from sessions_app import exports, selectors, services
 from sessions_app.models import ChatMessage
+from sessions_app.rendering import message_html
 from sessions_app.serializers import (
     ChatMessageSerializer,
     ChatSessionSearchResultSerializer,
@@ -25,14 +26,18 @@ from sessions_app.serializers import (
     MessagesOutput,
     RegenerateInput,
     RegenerateOutput,
+    RenderInput,
+    RenderOutput,
     SendInput,
     SendOutput,
     SessionCreateInput,
     SessionUpdateInput,
     StopOutput,
     SuccessOutput,
+    SwitchOutput,
     TitleInput,
     TitleOutput,
+    VersionsOutput,
 )
 from sessions_app.streaming import sse
 
@@ -223,7 +228,7 @@ class ChatSessionViewSet(
     def regenerate(self, request, pk=None):
         session = self.get_object()
         data = validated(RegenerateInput, request.data or {})
-        reply, job = services.message_regenerate(session=session, user=request.user)
+        reply, job = services.message_regenerate(session=session, user=request.user, message_id=data.get("message_id"))
         return ReplyStarted(
             reply=reply, job=job, stream=wants_stream(request, data), headers=rate_limit_headers(job.headroom),
             body=lambda reply: {"assistant_message": ChatMessageSerializer(reply).data},
@@ -352,6 +357,31 @@ class ChatSessionViewSet(
         response = HttpResponse(body, content_type=f"{content_type}; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="chat-{session.pk}-{name}.{ext}"'
         return response
+
+    @extend_schema(responses=VersionsOutput)
+    @action(detail=True, methods=["get"], url_path=r"messages/(?P<message_id>[^/]+)/versions")
+    def versions(self, request, pk=None, message_id=None):
+        """The versions of a message: itself and its siblings (edits, or regenerated replies), oldest first."""
+        session = self.get_object()
+        versions = selectors.message_versions(session=session, message_id=parse_uuid_or_404(message_id))
+        if versions is None:
+            raise Http404
+        current = next((i for i, m in enumerate(versions) if not m.disabled), -1)
+        return Response({"versions": ChatMessageSerializer(versions, many=True).data, "current": current})
+
+    @extend_schema(request=None, responses=SwitchOutput)
+    @action(detail=True, methods=["post"], url_path=r"messages/(?P<message_id>[^/]+)/switch")
+    def switch(self, request, pk=None, message_id=None):
+        """Show the version of the chat through this message; every message outside it becomes `disabled`."""
+        shown = services.version_switch(session=self.get_object(), message_id=parse_uuid_or_404(message_id))
+        return Response({"success": True, "messages": ChatMessageSerializer(shown, many=True).data})
+
+    @extend_schema(request=RenderInput, responses=RenderOutput)
+    @action(detail=False, methods=["post"], url_path="render-markdown")
+    def render_markdown(self, request):
+        """Markdown to sanitized HTML with the saved replies' own renderer: pages show a streaming reply with it."""
+        data = validated(RenderInput, request.data)
+        return Response({"content_html": message_html(data["content"])})
 
     @extend_schema(request=None, responses=CleanupOutput)
     @action(detail=False, methods=["post"], url_path="cleanup-empty")

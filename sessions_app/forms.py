@@ -66,3 +66,13 @@ class EditForm(SendForm):
 
 class SearchForm(forms.Form):
     q = forms.CharField(label="Search chats", max_length=200, required=False)
+
+
+class ModelForm(forms.Form):
+    """The model of a chat, switched inside it."""
+
+    ai_model = forms.TypedChoiceField(label="Model", coerce=int)
+
+    def __init__(self, *args, models, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["ai_model"].choices = [(m.pk, m.name + _free_suffix(m)) for m in models]

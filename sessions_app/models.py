@@ -20,6 +20,8 @@ class ChatSession(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     is_active = models.BooleanField(default=True)
+    # Kept at the top of the chat list.
+    pinned = models.BooleanField(default=False)
 
     class Meta:
         # Newest activity first: the order of the chat list.
@@ -60,6 +62,9 @@ class ChatMessage(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.COMPLETE)
     # The user message an assistant message answers.
     reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replies")
+    # The message this one follows (None for the first): edits and regenerations are siblings under one
+    # parent, the versions a page switches between (1/2). A public id, not a foreign key, so a message serializes alone.
+    parent_message_id = models.UUIDField(null=True, blank=True)
     # Why a reply failed or was cut short, as the API's error code and text.
     error_code = models.CharField(max_length=32, blank=True)
     error_detail = models.CharField(max_length=300, blank=True)
@@ -73,6 +78,7 @@ class ChatMessage(models.Model):
             models.Index(fields=["session", "created_at", "id"], name="message_session_order_idx"),
             # Replies in flight: the per-user cap counts them, reaping looks for the abandoned ones.
             models.Index(fields=["session"], name="message_generating_idx", condition=models.Q(status="generating")),
+            models.Index(fields=["session", "parent_message_id"], name="message_parent_idx"),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -72,6 +72,52 @@ def message_list_owned(*, user, session_id: int) -> list[ChatMessage] | None:
     return messages
 
 
+def version_order_key(message: ChatMessage):
+    """Versions of one place in a chat, oldest first: an edit is as new as its last change."""
+    return (message.edited_at or message.created_at, message.created_at, message.pk)
+
+
+def is_version(message: ChatMessage) -> bool:
+    # A reply that failed before saying anything is no version worth going back to.
+    return not (message.status == ChatMessage.Status.FAILED and not message.content)
+
+
+def version_place(message: ChatMessage):
+    """What the versions of one place in a chat share: their parent, or for a first message its time.
+
+    An edit's earlier version keeps the time of the message it was; a first message has no parent,
+    and two first messages of different times (data from before versions) are no versions of each other.
+    """
+    if message.parent_message_id is not None:
+        return message.parent_message_id
+    return ("first", message.created_at)
+
+
+def versions_tree(messages: list[ChatMessage]) -> dict:
+    """The messages at each place (`version_place`) as versions oldest first; a place's children are under its id."""
+    children: dict = {}
+    for message in messages:
+        if is_version(message) or not message.disabled:
+            children.setdefault(version_place(message), []).append(message)
+    for siblings in children.values():
+        siblings.sort(key=version_order_key)
+    return children
+
+
+def message_versions(*, session: ChatSession, message_id) -> list[ChatMessage] | None:
+    """The versions at a message's place in its chat (it and its siblings of its kind), oldest first."""
+    message = session.messages.filter(message_id=message_id).first()
+    if message is None:
+        return None
+    # parent_message_id=None filters on IS NULL: the versions of a chat's first message share its time too.
+    siblings = message_list(session=session).filter(
+        parent_message_id=message.parent_message_id, message_type=message.message_type
+    )
+    if message.parent_message_id is None:
+        siblings = siblings.filter(created_at=message.created_at)
+    return sorted((m for m in siblings if is_version(m) or m.pk == message.pk), key=version_order_key)
+
+
 def _highlight(text: str) -> str:
     return escape(text).replace(_MARK_START, "<mark>").replace(_MARK_STOP, "</mark>")
 

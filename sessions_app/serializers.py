@@ -12,7 +12,10 @@ class ChatSessionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ChatSession
-        fields = ["id", "chatbot", "ai_model", "title", "auto_generate_title", "created_at", "updated_at", "is_active"]
+        fields = [
+            "id", "chatbot", "ai_model", "title", "auto_generate_title", "created_at", "updated_at", "is_active",
+            "pinned",
+        ]  # fmt: skip
 
 
 class ChatSessionSearchResultSerializer(ChatSessionSerializer):
@@ -38,7 +41,14 @@ class ChatMessageSerializer(serializers.ModelSerializer):
             "disabled",
             "status",
             "ai_model",
+            "parent_message_id",
         ]
+        extra_kwargs = {
+            "parent_message_id": {
+                "help_text": "The message this one follows (null for the first). Messages with the same parent "
+                "are versions of one place in the chat: edits of a message, or regenerated replies."
+            }
+        }
 
 
 class SessionCreateInput(serializers.Serializer):
@@ -51,6 +61,7 @@ class SessionUpdateInput(serializers.Serializer):
     title = StrictCharField(max_length=200)
     auto_generate_title = StrictBooleanField(required=False)
     ai_model_id = IdField(required=False)
+    pinned = StrictBooleanField(required=False, help_text="Keep the chat at the top of the chat list.")
 
 
 class TitleInput(serializers.Serializer):
@@ -75,6 +86,10 @@ class SendInput(serializers.Serializer):
 
 class RegenerateInput(serializers.Serializer):
     stream = StrictBooleanField(required=False, default=False)
+    message_id = serializers.UUIDField(
+        required=False, allow_null=True,
+        help_text="A shown reply to write again (default: the last reply). The old one stays as a version.",
+    )  # fmt: skip
 
 
 class EditInput(serializers.Serializer):
@@ -118,3 +133,24 @@ class TitleOutput(SuccessOutput):
 class CleanupOutput(serializers.Serializer):
     deleted = serializers.IntegerField()
     message = serializers.CharField()
+
+
+MAX_RENDER_CHARS = 200_000
+
+
+class RenderInput(serializers.Serializer):
+    content = StrictCharField(max_length=MAX_RENDER_CHARS, allow_blank=True, trim_whitespace=False)
+
+
+class RenderOutput(serializers.Serializer):
+    content_html = serializers.CharField(help_text="The Markdown as sanitized HTML, exactly as a saved reply shows.")
+
+
+class VersionsOutput(serializers.Serializer):
+    versions = ChatMessageSerializer(many=True, help_text="The versions at this place in the chat, oldest first.")
+    current = serializers.IntegerField(help_text="Index in `versions` of the one shown (not disabled), or -1.")
+
+
+class SwitchOutput(serializers.Serializer):
+    success = serializers.BooleanField()
+    messages = ChatMessageSerializer(many=True, help_text="The messages now shown, oldest first.")

@@ -17,6 +17,7 @@ from chatbots.models import AIModel, Chatbot, ContentType
 from chatbots.providers.base import Message, estimate_prompt_tokens, estimate_tokens
 from chatsite.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from chatsite.text import is_blank
+from sessions_app import selectors
 from sessions_app.lifecycle import ORPHANED_AFTER, ReplyJob, reply_mark_stopped, reply_reap
 from sessions_app.models import DEFAULT_TITLE, ChatMessage, ChatSession
 from sessions_app.runtime import notify, reply_stop_local
@@ -88,8 +89,11 @@ def session_update(
     title: str | None = None,
     auto_generate_title: bool | None = None,
     ai_model_id: int | str | None = None,
+    pinned: bool | None = None,
 ) -> ChatSession:
-    """Change a chat's title, auto-title flag or model; only the given fields change."""
+    """Change a chat's title, auto-title flag, model or pin; only the given fields change."""
+    if pinned is not None:
+        session_pin(session=session, pinned=pinned)
     fields = ["updated_at"]
     if title is not None:
         session.title = title_clean(title)
@@ -102,6 +106,8 @@ def session_update(
         _check_pairing(session.chatbot, model)
         session.ai_model = model
         fields.append("ai_model")
+    if len(fields) == 1 and pinned is not None:
+        return session  # only the pin changed
     session.save(update_fields=fields)
     return session
 
@@ -138,13 +144,17 @@ def _check_may_send(user, session: ChatSession) -> None:
         raise InvalidInput("This chat's chatbot is no longer available.", code="inactive_chatbot")
 
 
-def _history(session: ChatSession) -> list[tuple[str, str]]:
+def _history_rows(session: ChatSession) -> list[tuple[str, str, uuid.UUID]]:
     return list(
         session.messages.filter(disabled=False)
         .exclude(status=ChatMessage.Status.GENERATING)
         .order_by("created_at", "id")
-        .values_list("message_type", "content")
+        .values_list("message_type", "content", "message_id")
     )
+
+
+def _history(session: ChatSession) -> list[tuple[str, str]]:
+    return [(kind, content) for kind, content, _ in _history_rows(session)]
 
 
 def context_build(*, session: ChatSession, history: list[tuple[str, str]] | None = None) -> list[Message]:
@@ -164,17 +174,22 @@ def context_build(*, session: ChatSession, history: list[tuple[str, str]] | None
 
 
 def _reply_begin(
-    *, session: ChatSession, user, reply_to: ChatMessage, messages: list[Message] | None = None,
-    api_key=None, options: dict | None = None,
+    *, session: ChatSession, user, reply_to: ChatMessage, history: list[tuple[str, str]] | None = None,
+    messages: list[Message] | None = None, api_key=None, options: dict | None = None,
 ) -> tuple[ChatMessage, ReplyJob]:  # fmt: skip
     """Inside the caller's transaction: reserve the usage and create the empty reply.
 
+    `history`: the chat's messages as the version shown, when the caller read them already.
     `messages`: what to send upstream instead of the chat's context (an API call stored as a chat).
     """
     model = session.ai_model
     is_image = session.chatbot.chatbot_type == ContentType.IMAGE
-    history = _history(session) if messages is None else []
-    messages = context_build(session=session, history=history) if messages is None else messages
+    if messages is None:
+        if history is None:
+            history = _history(session)
+        messages = context_build(session=session, history=history)
+    else:
+        history = []
     prompt = reply_to.content
     title_from = None
     if session.auto_generate_title and session.title == DEFAULT_TITLE:
@@ -182,7 +197,7 @@ def _reply_begin(
         title_from = next((content for kind, content in history if kind == ChatMessage.Type.USER), None)
     reply = ChatMessage.objects.create(
         session=session, message_type=ChatMessage.Type.ASSISTANT, ai_model=model,
-        status=ChatMessage.Status.GENERATING, reply_to=reply_to,
+        status=ChatMessage.Status.GENERATING, reply_to=reply_to, parent_message_id=reply_to.message_id,
     )  # fmt: skip
     event = usage_reserve(
         user=user, session=session, ai_model=model, message=reply,
@@ -237,12 +252,16 @@ def message_send(*, session: ChatSession, user, content: str, client_message_id:
     _check_may_send(user, session)
     try:
         with transaction.atomic():
+            # The history read once: the new message follows its last message, and the reply sees it all.
+            rows = _history_rows(session)
             user_message = ChatMessage.objects.create(
                 session=session, message_type=ChatMessage.Type.USER, content=content,
                 tokens_count=estimate_tokens(content), client_message_id=client_message_id,
                 request_hash=_request_hash(content) if client_message_id else "",
+                parent_message_id=rows[-1][2] if rows else None,
             )  # fmt: skip
-            reply, job = _reply_begin(session=session, user=user, reply_to=user_message)
+            history = [(kind, text) for kind, text, _ in rows] + [(ChatMessage.Type.USER, content)]
+            reply, job = _reply_begin(session=session, user=user, reply_to=user_message, history=history)
     except IntegrityError:
         # The same key raced in twice: the other request won; answer as its replay.
         replay = _send_replay(session=session, client_message_id=client_message_id, content=content)
@@ -256,12 +275,19 @@ def _active_tail(session: ChatSession) -> ChatMessage | None:
     return session.messages.filter(disabled=False).order_by("-created_at", "-id").first()
 
 
-def message_regenerate(*, session: ChatSession, user) -> tuple[ChatMessage, ReplyJob]:
-    """Disable the last reply and begin a new one; the caller runs the job."""
+def message_regenerate(
+    *, session: ChatSession, user, message_id: uuid.UUID | None = None
+) -> tuple[ChatMessage, ReplyJob]:
+    """Answer again: the last reply, or the shown reply `message_id`; the old one stays as a version.
+
+    Everything shown after the message being answered becomes disabled; the caller runs the job.
+    """
     _check_may_send(user, session)
     with transaction.atomic():
         # Lock the chat so two regenerates of one reply cannot both run.
         ChatSession.objects.select_for_update().filter(pk=session.pk).first()
+        if message_id is not None:
+            return _regenerate_at(session=session, user=user, message_id=message_id)
         last = _active_tail(session)
         if last is not None and last.message_type == ChatMessage.Type.ASSISTANT:
             if last.status == ChatMessage.Status.GENERATING:
@@ -272,6 +298,25 @@ def message_regenerate(*, session: ChatSession, user) -> tuple[ChatMessage, Repl
         if last is None or last.message_type != ChatMessage.Type.USER:
             raise InvalidInput("There is no message to answer.", code="nothing_to_regenerate")
         return _reply_begin(session=session, user=user, reply_to=last)
+
+
+def _regenerate_at(*, session: ChatSession, user, message_id: uuid.UUID) -> tuple[ChatMessage, ReplyJob]:
+    reply = session.messages.filter(message_id=message_id).first()
+    if reply is None:
+        raise NotFound("Message not found.")
+    if reply.message_type != ChatMessage.Type.ASSISTANT:
+        raise InvalidInput("Only replies can be regenerated.", code="not_a_reply")
+    if reply.disabled:
+        raise InvalidInput("This reply is not in the version shown; switch to it first.", code="message_disabled")
+    if session.messages.filter(status=ChatMessage.Status.GENERATING).exists():
+        raise InvalidInput("A reply is still being generated.", code="reply_in_progress")
+    question = session.messages.filter(message_id=reply.parent_message_id, disabled=False).first()
+    if question is None or question.message_type != ChatMessage.Type.USER:
+        raise InvalidInput("There is no message to answer.", code="nothing_to_regenerate")
+    session.messages.filter(disabled=False).filter(
+        Q(created_at__gt=question.created_at) | Q(created_at=question.created_at, id__gt=question.id)
+    ).update(disabled=True)
+    return _reply_begin(session=session, user=user, reply_to=question)
 
 
 def message_edit(
@@ -289,6 +334,7 @@ def message_edit(
     if regenerate:
         _check_may_send(user, session)
     with transaction.atomic():
+        _version_keep(message)
         message.content = content
         message.tokens_count = estimate_tokens(content)
         message.edited_at = timezone.now()
@@ -302,6 +348,63 @@ def message_edit(
             return disabled, None, None
         reply, job = _reply_begin(session=session, user=user, reply_to=message)
     return disabled, reply, job
+
+
+def _version_keep(message: ChatMessage) -> None:
+    """Before `message` is changed in place, keep what it says now as an earlier version beside it.
+
+    The copy takes over the old continuation (the replies that answered the old text), so switching
+    back to it shows them again; the edited message keeps its id, as the API promises.
+    """
+    earlier = ChatMessage.objects.create(
+        session_id=message.session_id, message_type=message.message_type, content=message.content,
+        tokens_count=message.tokens_count, parent_message_id=message.parent_message_id, disabled=True,
+        edited_at=message.edited_at, status=message.status,
+    )  # fmt: skip
+    # Same place in the chat's order as the message it was (created_at is set on insert).
+    ChatMessage.objects.filter(pk=earlier.pk).update(created_at=message.created_at)
+    ChatMessage.objects.filter(session_id=message.session_id, parent_message_id=message.message_id).update(
+        parent_message_id=earlier.message_id
+    )
+
+
+def version_switch(*, session: ChatSession, message_id: uuid.UUID) -> list[ChatMessage]:
+    """Show the version of the chat that goes through `message_id`: its ancestors, it, and its newest continuation.
+
+    Every other message becomes `disabled`. Returns the messages now shown, oldest first.
+    """
+    with transaction.atomic():
+        # Lock the chat: a switch must not interleave with a send, an edit or a regenerate.
+        ChatSession.objects.select_for_update().filter(pk=session.pk).first()
+        messages = list(session.messages.order_by("created_at", "id"))
+        by_id = {m.message_id: m for m in messages}
+        target = by_id.get(message_id)
+        if target is None:
+            raise NotFound("Message not found.")
+        if not selectors.is_version(target):
+            raise InvalidInput("A reply that failed is no version to show.", code="not_a_version")
+        if any(m.status == ChatMessage.Status.GENERATING for m in messages):
+            raise InvalidInput("A reply is still being generated.", code="reply_in_progress")
+        children = selectors.versions_tree(messages)
+        path = [target]
+        while path[0].parent_message_id in by_id:
+            path.insert(0, by_id[path[0].parent_message_id])
+        while children.get(path[-1].message_id):
+            path.append(children[path[-1].message_id][-1])
+        shown = {m.pk for m in path}
+        session.messages.exclude(pk__in=shown).filter(disabled=False).update(disabled=True)
+        session.messages.filter(pk__in=shown, disabled=True).update(disabled=False)
+    for message in path:
+        message.disabled = False
+    return path
+
+
+def session_pin(*, session: ChatSession, pinned: bool) -> ChatSession:
+    """Keep a chat at the top of the list, or let it go back to its place."""
+    session.pinned = pinned
+    # Not updated_at: pinning is no activity, the chat keeps its place among the days.
+    ChatSession.objects.filter(pk=session.pk).update(pinned=pinned)
+    return session
 
 
 def reply_stop(*, session: ChatSession) -> list[ChatMessage]:

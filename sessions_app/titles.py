@@ -8,6 +8,7 @@ from chatbots.models import AIModel
 from chatbots.providers import get_provider
 from chatsite.errors import ChatsiteError
 from sessions_app.models import DEFAULT_TITLE
+from sessions_app.rendering import markdown_plain
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,8 @@ TITLE_INSTRUCTION = (
 
 
 def title_from_words(content: str) -> str:
-    words = content.split()
+    """The first words of a message as plain text: titles show no Markdown."""
+    words = markdown_plain(content).split()
     title = " ".join(words[:AUTO_TITLE_WORDS]) + ("…" if len(words) > AUTO_TITLE_WORDS else "")
     return title[:TITLE_MAX_CHARS] or DEFAULT_TITLE
 
@@ -42,7 +44,7 @@ async def title_summarize(content: str) -> str:
         except ChatsiteError:
             logger.warning("title model %s failed; using the first words", settings.TITLE_MODEL)
         else:
-            title = " ".join(answer.strip().strip("\"'“”").split())[:TITLE_MAX_CHARS]
+            title = markdown_plain(answer).strip().strip("\"'“”")[:TITLE_MAX_CHARS]
             if title:
                 return title
     return title_from_words(content)

@@ -13,4 +13,8 @@ urlpatterns = [
     path("<int:session_id>/rename/", views.rename, name="rename"),
     path("<int:session_id>/delete/", views.delete, name="delete"),
     path("<int:session_id>/messages/<uuid:message_id>/edit/", views.edit, name="edit"),
+    path("<int:session_id>/messages/<uuid:message_id>/switch/", views.switch_version, name="switch"),
+    path("<int:session_id>/pin/", views.pin, name="pin"),
+    path("<int:session_id>/usage-hint/", views.usage_hint, name="usage_hint"),
+    path("<int:session_id>/model/", views.switch_model, name="model"),
 ]

@@ -29,3 +29,20 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+AXE = Path(__file__).resolve().parent / "vendor" / "axe-4.10.3.min.js"
+
+
+def axe_violations(page) -> list[dict]:
+    """Run axe-core (vendored, MPL-2.0) on the page as it is now; return its violations, shortened.
+
+    Evaluated through the DevTools protocol, which the page's Content-Security-Policy does not govern.
+    """
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(AXE.read_text())
+    result = page.evaluate("async () => (await axe.run(document)).violations")
+    return [
+        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:5], "help": v["help"]}
+        for v in result
+    ]

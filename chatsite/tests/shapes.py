@@ -10,11 +10,15 @@ AI_MODEL_KEYS = {
     # added
     "context_length", "prompt_price_per_million", "completion_price_per_million",
 }  # fmt: skip
-SESSION_KEYS = {"id", "chatbot", "ai_model", "title", "auto_generate_title", "created_at", "updated_at", "is_active"}
+SESSION_KEYS = {
+    "id", "chatbot", "ai_model", "title", "auto_generate_title", "created_at", "updated_at", "is_active",
+    # added
+    "pinned",
+}  # fmt: skip
 MESSAGE_KEYS = {
     "message_id", "message_type", "content", "tokens_count", "image_url", "created_at", "edited_at", "disabled",
     # added
-    "status", "ai_model",
+    "status", "ai_model", "parent_message_id",
 }  # fmt: skip
 USER_KEYS = {"id", "phone_number", "name", "is_verified", "date_joined", "email", "role"}
 SUBSCRIPTION_KEYS = {"id", "subscription_type", "is_active", "start_date", "end_date"}

@@ -15,6 +15,12 @@ class ChatSessionFactory(factory.django.DjangoModelFactory):
     title = "New Chat"
 
 
+def _last_message_id(message):
+    # As the app links them: each message follows the chat's latest one.
+    last = ChatMessage.objects.filter(session=message.session).order_by("-created_at", "-id").first()
+    return last.message_id if last is not None else None
+
+
 class ChatMessageFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = ChatMessage
@@ -23,3 +29,4 @@ class ChatMessageFactory(factory.django.DjangoModelFactory):
     message_type = ChatMessage.Type.USER
     content = factory.Sequence(lambda n: f"Message number {n}")
     tokens_count = 5
+    parent_message_id = factory.LazyAttribute(_last_message_id)

@@ -1,28 +1,41 @@
-// The conversation page: streams replies, edits, regenerates, renames and deletes in place.
+// The conversation: streams replies (rendered as Markdown while they arrive), edits, regenerates,
+// keeps versions, switches the model, and keeps the latest message in view.
 // Without this script every form on the page still works as a plain HTML form.
 //
 // Safety rule: text typed by people (messages, titles, chatbot names) is only ever inserted
-// with textContent; the only HTML inserted is the server's nh3-sanitized `content_html`.
+// with textContent; the only HTML inserted is the server's nh3-sanitized `content_html`
+// (saved replies) or the same renderer's answer from /api/chat-sessions/render-markdown/.
 (function () {
   "use strict";
 
   const root = document.getElementById("chat");
   if (!root || !window.fetch || !window.TextDecoder || !("body" in Response.prototype)) return;
 
-  const api = `/api/chat-sessions/${root.dataset.sessionId}/`;
+  const sessionId = root.dataset.sessionId;
+  const api = `/api/chat-sessions/${sessionId}/`;
+  const chatUrl = root.dataset.chatUrl;
   const botName = root.dataset.botName;
   const accountUrl = root.dataset.accountUrl;
+  const pricingUrl = root.dataset.pricingUrl;
+  const scroller = document.getElementById("scroller");
   const list = document.getElementById("messages");
   const composer = document.getElementById("composer");
   const input = composer.querySelector("textarea");
   const sendButton = document.getElementById("send-button");
   const stopButton = document.getElementById("stop-button");
-  const regenerateForm = document.getElementById("regenerate-form");
-  const regenerateButton = document.getElementById("regenerate-button");
+  const jumpButton = document.getElementById("jump-latest");
   const alerts = document.getElementById("chat-alerts");
   const statusRegion = document.getElementById("chat-status");
+  const usageHint = document.getElementById("usage-hint");
+  const demoBanner = document.getElementById("chat-demo-banner");
   const heading = root.querySelector(".chat-header h1");
   const STATUS_LABELS = {generating: "Generating", partial: "Partial", stopped: "Stopped", failed: "Failed"};
+  // What people read when the AI provider fails: its own text names internal hosts and ports.
+  const UPSTREAM_TEXT = {
+    upstream_error: "The AI model could not answer this time.",
+    upstream_timeout: "The AI model took too long to answer.",
+  };
+  const DRAFT_KEY = `chatsite-draft-${sessionId}`;
   const timeFormat = new Intl.DateTimeFormat(undefined, {day: "numeric", month: "short", hour: "2-digit", minute: "2-digit"});
   const resetFormat = new Intl.DateTimeFormat(undefined, {
     year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZoneName: "short",
@@ -81,14 +94,6 @@
     window.setTimeout(() => { statusRegion.textContent = text; }, 50);
   }
 
-  function nearBottom() {
-    return window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 120;
-  }
-
-  function keepBottom(wasNearBottom) {
-    if (wasNearBottom) window.scrollTo(0, document.documentElement.scrollHeight);
-  }
-
   function grow(area) {
     area.style.height = "auto";
     const borders = area.offsetHeight - area.clientHeight;
@@ -102,14 +107,35 @@
     }
   }
 
+  // ---- Scrolling: open at the latest message, follow a reply only from the bottom --------------
+
+  function nearBottom() {
+    return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+  }
+
+  function toBottom() {
+    scroller.scrollTop = scroller.scrollHeight;
+    jumpButton.hidden = true;
+  }
+
+  function keepBottom(wasNearBottom) {
+    if (wasNearBottom) toBottom();
+    else jumpButton.hidden = false;
+  }
+
+  scroller.addEventListener("scroll", () => {
+    if (nearBottom()) jumpButton.hidden = true;
+    else if (busy) jumpButton.hidden = false;
+  }, {passive: true});
+  jumpButton.addEventListener("click", () => {
+    toBottom();
+    input.focus();
+  });
+
   // ---- Messages ------------------------------------------------------------------------------
 
   function messages() {
     return Array.from(list.querySelectorAll(".message[data-message-type]"));
-  }
-
-  function activeMessages() {
-    return messages().filter((li) => li.dataset.disabled !== "true");
   }
 
   function tag(li, className, text) {
@@ -117,8 +143,7 @@
     let span = meta.querySelector(`.${className}`);
     if (!span) {
       span = el("span", {className: `tag ${className}`});
-      const edit = meta.querySelector(".edit-button, .edit-link");
-      meta.insertBefore(span, edit);
+      meta.append(span);
     }
     span.textContent = text;
     return span;
@@ -137,14 +162,10 @@
     else li.removeAttribute("aria-busy");
   }
 
-  function markDisabled(li) {
-    if (!li || li.dataset.disabled === "true") return;
-    li.dataset.disabled = "true";
-    li.classList.add("message-disabled");
-    li.setAttribute("aria-disabled", "true");
-    tag(li, "tag-replaced", "replaced");
-    const edit = li.querySelector(".edit-button, .edit-link");
-    if (edit) edit.remove();
+  // Messages after `li` in the list (not in the version shown any more after an edit or a regenerate).
+  function removeAfter(li, inclusive) {
+    const all = messages();
+    for (const later of all.slice(all.indexOf(li) + (inclusive ? 0 : 1))) later.remove();
   }
 
   function newMessage(type, data) {
@@ -157,8 +178,8 @@
     const created = data.created_at ? new Date(data.created_at) : new Date();
     const time = el("time", {dateTime: created.toISOString(), textContent: timeFormat.format(created)});
     const meta = el("p", {className: "message-meta"}, el("strong", {textContent: type === "user" ? "You" : botName}), " ", time);
-    const body = el("div", {className: "message-body plain"});
-    li.append(meta, body);
+    const body = el("div", {className: type === "user" ? "message-body plain" : "message-body markdown"});
+    li.append(meta, body, el("div", {className: "message-actions"}));
     const empty = document.getElementById("messages-empty");
     if (empty) empty.remove();
     list.append(li);
@@ -167,18 +188,68 @@
   }
 
   function addUserMessage(data) {
-    const wasNearBottom = nearBottom();
     const li = newMessage("user", data);
     li.querySelector(".message-body").textContent = data.content;
-    li.querySelector(".message-meta").append(editButton(li));
-    keepBottom(wasNearBottom);
+    setUpActions(li);
+    toBottom();
     return li;
+  }
+
+  // ---- Markdown while a reply streams: the server's own renderer, asked at most one at a time --
+
+  async function renderMarkdown(text) {
+    const response = await request("POST", `${api.replace(/\d+\/$/, "")}render-markdown/`, {content: text});
+    if (!response.ok) throw new Error(`render: ${response.status}`);
+    return (await response.json()).content_html;
+  }
+
+  function drawStreaming(reply) {
+    const body = reply.li.querySelector(".message-body");
+    const wasNearBottom = nearBottom();
+    if (reply.htmlDrawn !== reply.htmlLength) {
+      // content_html comes from the server's sanitizer, as for a saved reply.
+      reply.rendered.innerHTML = reply.html;
+      enhanceCode(reply.rendered);
+      reply.htmlDrawn = reply.htmlLength;
+    }
+    if (!reply.rendered.isConnected) body.replaceChildren(reply.rendered, reply.tail);
+    reply.tail.data = reply.raw.slice(reply.htmlLength);
+    keepBottom(wasNearBottom);
+  }
+
+  async function renderSoon(reply) {
+    if (reply.rendering || reply.finished) return;
+    reply.rendering = true;
+    try {
+      while (!reply.finished && reply.raw.length > reply.htmlLength) {
+        const text = reply.raw;
+        let html;
+        try {
+          html = await renderMarkdown(text);
+        } catch (error) {
+          return; // the plain text keeps coming; the saved reply arrives rendered at the end
+        }
+        if (reply.finished) return;
+        reply.html = html;
+        reply.htmlLength = text.length;
+        drawStreaming(reply);
+        await new Promise((resolve) => window.setTimeout(resolve, 80));
+      }
+    } finally {
+      reply.rendering = false;
+    }
   }
 
   // A reply being shown: its element (made when its first event arrives), and how far it has come
   // in characters as the server counts them (the events' ids), to resume from after a lost connection.
   function newReply(li) {
-    return {li: li || null, id: li ? li.dataset.messageId : "", offset: li ? Number(li.dataset.offset || 0) : 0, error: null, text: null};
+    const reply = {
+      li: li || null, id: li ? li.dataset.messageId : "", offset: li ? Number(li.dataset.offset || 0) : 0,
+      error: null, raw: "", html: "", htmlLength: 0, htmlDrawn: -1, rendering: false, finished: false,
+      rendered: el("div", {className: "rendered"}), tail: document.createTextNode(""),
+    };
+    if (li) reply.raw = li.querySelector(".message-body").textContent;
+    return reply;
   }
 
   function attachReply(reply) {
@@ -190,18 +261,14 @@
 
   function appendDelta(reply, content) {
     attachReply(reply);
-    const body = reply.li.querySelector(".message-body");
-    if (!reply.text) {
-      reply.text = document.createTextNode("");
-      body.append(reply.text);
-    }
-    const wasNearBottom = nearBottom();
-    reply.text.appendData(content);
-    keepBottom(wasNearBottom);
+    reply.raw += content;
+    drawStreaming(reply);
+    renderSoon(reply);
   }
 
   function finishReply(reply, data) {
     attachReply(reply);
+    reply.finished = true;
     const li = reply.li;
     reply.id = data.message_id;
     li.dataset.messageId = data.message_id;
@@ -216,18 +283,21 @@
     body.className = "message-body markdown";
     // content_html was rendered from Markdown and sanitized with nh3 on the server.
     body.innerHTML = data.content_html || "";
-    reply.text = null;
     enhanceCode(body);
+    setUpActions(li);
     keepBottom(wasNearBottom);
   }
 
   function failReply(reply, error) {
-    attachReply(reply);
-    if (error.partial) return;
-    setStatus(reply.li, "failed");
-    const body = reply.li.querySelector(".message-body");
-    if (!body.textContent.trim()) body.hidden = true;
-    reply.li.append(el("p", {className: "message-error", textContent: error.detail}));
+    if (error.partial || !reply.li) return;
+    reply.finished = true;
+    if (reply.raw.trim()) {
+      setStatus(reply.li, "failed");
+    } else {
+      // Nothing was said: the error by the composer tells what happened, once.
+      reply.li.remove();
+      reply.li = null;
+    }
   }
 
   // ---- Server-sent events --------------------------------------------------------------------
@@ -334,47 +404,71 @@
       done = null;
     }
     if (!done && !reply.error && (reply.li || reply.id)) done = await follow(reply);
-    settle(reply, done);
+    await settle(reply, done);
+    return done;
   }
 
-  function settle(reply, done) {
+  async function settle(reply, done) {
+    reply.finished = true;
     if (reply.error) {
       failReply(reply, reply.error);
-      showError(alerts, reply.error, {retry: true});
+      showError(reply.error, {retry: true});
       announce("The reply failed.");
     } else if (!done) {
-      showError(alerts, {detail: "The connection was lost before the reply finished. Reload the page to see it."});
+      showError({detail: "The connection was lost before the reply finished. Reload the page to see it.", code: "network"});
     } else {
       if (done.title && done.title !== heading.textContent) setTitle(done.title);
       announce(done.status === "stopped" ? "Reply stopped." : "Reply finished.");
     }
     setBusy(false);
+    refreshUsage();
   }
 
-  // ---- Errors --------------------------------------------------------------------------------
+  // ---- Errors: by the composer, once, saying what to do ----------------------------------------
 
-  function clearErrors(container) {
-    container.replaceChildren();
+  function clearErrors() {
+    alerts.replaceChildren();
   }
 
-  // What went wrong and what to do about it, inside `container`.
-  function showError(container, error, options) {
+  function errorText(error) {
+    return UPSTREAM_TEXT[error.code] || error.detail;
+  }
+
+  // A limit's name as the account page says it: "hourly_max_messages" is "messages per hour".
+  function limitLabel(name) {
+    const windows = {hourly: "per hour", three_hours: "per 3 hours", twelve_hours: "per 12 hours", daily: "per day",
+      weekly: "per week", monthly: "per 30 days"};
+    const fixed = {max_tokens: "tokens in this plan period", max_tokens_free: "free-model tokens in this plan period",
+      max_openrouter_cost_usd: "spending in this plan period", monthly_free_model_messages: "free-model messages per 30 days",
+      monthly_free_model_tokens: "free-model tokens per 30 days"};
+    if (fixed[name]) return fixed[name];
+    const match = /^(hourly|three_hours|twelve_hours|daily|weekly|monthly)_(max_messages|max_tokens|image_generation_limit)$/.exec(name);
+    if (!match) return name ? name.replace(/_/g, " ") : "usage limit";
+    const what = {max_messages: "messages", max_tokens: "tokens", image_generation_limit: "images"}[match[2]];
+    return `${what} ${windows[match[1]]}`;
+  }
+
+  function showError(error, options) {
     const box = el("div", {className: "error-box"});
     box.setAttribute("role", "alert");
+    box.dataset.code = error.code || "";
     if (error.code === "quota_exceeded") {
-      const limit = String(error.limit || "usage limit").replace(/_/g, " ");
+      const limit = limitLabel(String(error.limit || ""));
       const counts = error.limit_value !== undefined ? ` (${error.used} of ${error.limit_value})` : "";
       box.append(el("p", {}, el("strong", {textContent: `You have reached your limit: ${limit}${counts}.`})));
       const resets = error.resets_at ? new Date(error.resets_at) : null;
       const when = resets && !Number.isNaN(resets.getTime())
         ? el("time", {className: "resets-at", dateTime: error.resets_at, textContent: resetFormat.format(resets)})
         : "later";
-      box.append(el("p", {}, "It resets at ", when, ". ",
-        el("a", {href: accountUrl, textContent: "See your limits on your account page"}), "."));
+      box.append(el("p", {}, "It resets at ", when, ". Your message is still in the box. ",
+        el("a", {href: accountUrl, textContent: "See your plan and limits"}), ", or ",
+        el("a", {href: pricingUrl, textContent: "see the plans"}), "."));
     } else {
-      box.append(el("p", {}, el("strong", {textContent: error.detail})));
+      box.append(el("p", {}, el("strong", {textContent: errorText(error)})));
       if (error.code === "unverified" || error.code === "no_subscription") {
         box.append(el("p", {}, el("a", {href: accountUrl, textContent: "Open your account page"}), "."));
+      } else if (error.code === "network" && !(options && options.retry)) {
+        box.append(el("p", {textContent: "Your message is still in the box: press Send again."}));
       }
     }
     if (options && options.retry) {
@@ -383,7 +477,7 @@
       retry.addEventListener("click", () => regenerate());
       box.append(el("p", {className: "error-actions"}, retry));
     }
-    container.replaceChildren(box);
+    alerts.replaceChildren(box);
     return box;
   }
 
@@ -392,13 +486,28 @@
   function setBusy(on) {
     busy = on;
     sendButton.disabled = on;
+    sendButton.hidden = on;
     stopButton.hidden = !on;
     stopButton.disabled = false;
     composer.setAttribute("aria-busy", on ? "true" : "false");
-    regenerateButton.disabled = on;
-    regenerateButton.hidden = !activeMessages().length;
-    for (const button of list.querySelectorAll(".edit-button")) button.disabled = on;
+    for (const button of list.querySelectorAll(".message-actions button:not(.copy-reply)")) button.disabled = on;
     for (const retry of alerts.querySelectorAll(".error-actions button")) retry.disabled = on;
+    if (!on) updateVersionButtons();
+  }
+
+  // ---- Usage: the hint by the composer, worded by the server (which limit, which window) -------
+
+  async function refreshUsage() {
+    if (!usageHint) return;
+    try {
+      const response = await request("GET", `${chatUrl}usage-hint/`);
+      if (!response.ok) return;
+      const hint = (await response.json()).hint;
+      usageHint.textContent = hint;
+      usageHint.hidden = !hint;
+    } catch (error) {
+      // Offline: the old hint stays.
+    }
   }
 
   // ---- Send ----------------------------------------------------------------------------------
@@ -410,31 +519,41 @@
       response = await request("POST", `${api}${path}`, body);
     } catch (error) {
       setBusy(false);
-      showError(alerts, OFFLINE);
+      showError(OFFLINE);
       return null;
     }
     if (!response.ok) {
       setBusy(false);
-      showError(alerts, await errorOf(response));
+      showError(await errorOf(response));
       return null;
     }
     return response;
+  }
+
+  function saveDraft() {
+    try {
+      if (input.value) window.localStorage.setItem(DRAFT_KEY, input.value);
+      else window.localStorage.removeItem(DRAFT_KEY);
+    } catch (error) {
+      // Storage full or blocked: the text is still in the box.
+    }
   }
 
   async function send() {
     if (busy) return;
     const text = input.value;
     if (!text.trim()) {
-      showError(alerts, {detail: "Write a message first."});
+      showError({detail: "Write a message first.", code: "blank"});
       input.focus();
       return;
     }
-    clearErrors(alerts);
+    clearErrors();
     setBusy(true);
     // Refused before anything was saved: the typed text stays in the box.
     const response = await streamStart("send/", {message: text, stream: true});
     if (!response) return;
     input.value = "";
+    saveDraft();
     grow(input);
     announce("Message sent. Generating the reply.");
     const reply = newReply();
@@ -442,6 +561,7 @@
       userMessage(data) {
         addUserMessage(data);
         attachReply(reply);
+        toBottom();
       },
     });
   }
@@ -461,42 +581,139 @@
       send();
     }
   });
-  input.addEventListener("input", () => grow(input));
+  input.addEventListener("input", () => {
+    grow(input);
+    saveDraft();
+  });
 
-  // ---- Stop ----------------------------------------------------------------------------------
+  // ---- Stop (the button, or Esc anywhere on the page) ----------------------------------------
 
-  stopButton.addEventListener("click", async () => {
+  async function stop() {
+    if (!busy || stopButton.disabled) return;
     stopButton.disabled = true;
     try {
       const response = await request("POST", `${api}stop/`);
-      if (!response.ok) showError(alerts, await errorOf(response));
+      if (!response.ok) showError(await errorOf(response));
     } catch (error) {
-      showError(alerts, OFFLINE);
+      showError(OFFLINE);
     }
     // The reply's stream then ends by itself, with the partial text and status "stopped".
+  }
+
+  stopButton.addEventListener("click", stop);
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || !busy || event.defaultPrevented) return;
+    if (document.querySelector("dialog[open]")) return;
+    event.preventDefault();
+    stop();
   });
 
   // ---- Regenerate ----------------------------------------------------------------------------
 
-  async function regenerate() {
+  // Write a reply again: `li` (a shown reply), or the last one (Retry) when null.
+  async function regenerate(li) {
     if (busy) return;
-    clearErrors(alerts);
+    clearErrors();
     setBusy(true);
-    const response = await streamStart("regenerate/", {stream: true});
+    const body = {stream: true};
+    if (li && li.dataset.messageId) body.message_id = li.dataset.messageId;
+    const response = await streamStart("regenerate/", body);
     if (!response) return;
-    const active = activeMessages();
-    const last = active[active.length - 1];
-    if (last && last.dataset.messageType === "assistant") markDisabled(last);
+    const all = messages();
+    const last = all[all.length - 1];
+    // The reply written again (and what followed it) is another version now: the new one takes its place.
+    if (li) removeAfter(li, true);
+    else if (last && last.dataset.messageType === "assistant") last.remove();
     announce("Generating a new reply.");
     const reply = newReply();
     attachReply(reply);
-    await runReply(response, reply);
+    const done = await runReply(response, reply);
+    if (done && reply.li) await loadVersions(reply.li);
   }
 
-  regenerateForm.addEventListener("submit", (event) => {
-    event.preventDefault();
-    regenerate();
-  });
+  // ---- Actions on each message: copy, regenerate, edit ----------------------------------------
+
+  function setUpActions(li) {
+    let actions = li.querySelector(".message-actions");
+    if (!actions) {
+      actions = el("div", {className: "message-actions"});
+      li.append(actions);
+    }
+    const type = li.dataset.messageType;
+    if (!actions.querySelector(".copy-reply")) {
+      const copy = el("button", {type: "button", className: "link-button copy-reply", textContent: "Copy"});
+      copy.setAttribute("aria-label", type === "user" ? "Copy message" : "Copy reply");
+      copy.addEventListener("click", async () => {
+        const copied = await copyText(li.querySelector(".message-body").innerText);
+        copy.textContent = copied ? "Copied" : "Copy failed";
+        announce(copied ? "Copied." : "Could not copy: select the text and copy it by hand.");
+        window.setTimeout(() => { copy.textContent = "Copy"; }, 2000);
+      });
+      actions.append(copy);
+    }
+    if (type === "assistant" && li.dataset.status !== "generating" && !actions.querySelector(".regenerate-button")) {
+      const button = el("button", {type: "button", className: "link-button regenerate-button", textContent: "Regenerate"});
+      button.setAttribute("aria-label", "Regenerate this reply");
+      actions.append(button);
+    }
+    const form = actions.querySelector(".regenerate-form");
+    if (form) {
+      const button = form.querySelector("button");
+      form.replaceWith(button);
+      button.type = "button";
+    }
+    const regen = actions.querySelector(".regenerate-button");
+    if (regen && !regen.dataset.ready) {
+      regen.dataset.ready = "true";
+      regen.addEventListener("click", () => regenerate(li));
+    }
+    if (type === "user" && li.dataset.status === "complete") {
+      const link = actions.querySelector(".edit-link");
+      if (link) link.replaceWith(editButton(li));
+      else if (!actions.querySelector(".edit-button")) actions.append(editButton(li));
+    }
+  }
+
+  // ---- Versions: ‹ 1/2 › at the place of an edit or a regenerate ------------------------------
+
+  function switchForm(messageId, className, label, symbol) {
+    if (!messageId) {
+      return el("button", {type: "button", className: `icon-button ${className}`, textContent: symbol, disabled: true, ariaLabel: label});
+    }
+    const form = el("form", {method: "post", action: `${chatUrl}messages/${messageId}/switch/`});
+    form.append(el("input", {type: "hidden", name: "csrfmiddlewaretoken", value: csrfToken()}));
+    const button = el("button", {type: "submit", className: `icon-button ${className}`, textContent: symbol});
+    button.setAttribute("aria-label", label);
+    form.append(button);
+    return form;
+  }
+
+  async function loadVersions(li) {
+    let data;
+    try {
+      const response = await request("GET", `${api}messages/${li.dataset.messageId}/versions/`);
+      if (!response.ok) return;
+      data = await response.json();
+    } catch (error) {
+      return;
+    }
+    const old = li.querySelector(".versions");
+    if (old) old.remove();
+    if (data.versions.length < 2 || data.current < 0) return;
+    const at = data.current;
+    const nav = el("nav", {className: "versions"},
+      switchForm(at > 0 ? data.versions[at - 1].message_id : "", "version-previous", "Previous version", "‹"),
+      el("span", {className: "version-count", textContent: `${at + 1}/${data.versions.length}`}),
+      switchForm(at + 1 < data.versions.length ? data.versions[at + 1].message_id : "", "version-next", "Next version", "›"));
+    nav.setAttribute("aria-label", "Versions");
+    li.querySelector(".message-actions").prepend(nav);
+    updateVersionButtons();
+  }
+
+  function updateVersionButtons() {
+    // A switch while a reply is being written would hide it: the server refuses, so the page does too.
+    for (const form of list.querySelectorAll(".versions form button")) form.disabled = busy;
+  }
 
   // ---- Inline edit ---------------------------------------------------------------------------
 
@@ -510,19 +727,19 @@
     if (busy || li.querySelector(".edit-form")) return;
     const body = li.querySelector(".message-body");
     const areaId = `edit-${li.dataset.messageId}`;
-    const area = el("textarea", {id: areaId, value: body.innerText, maxLength: input.maxLength, rows: 3});
+    const area = el("textarea", {id: areaId, value: body.textContent, maxLength: input.maxLength, rows: 3});
     const errors = el("div", {className: "edit-errors"});
     const save = el("button", {type: "submit", textContent: "Save"});
     const cancel = el("button", {type: "button", className: "secondary", textContent: "Cancel"});
     const form = el("form", {className: "edit-form"},
       el("label", {htmlFor: areaId, textContent: "Edit message"}),
       area,
-      el("p", {className: "muted", textContent: "Saving replaces everything after this message with a new reply."}),
+      el("p", {className: "muted", textContent: "Saving answers the new text; the earlier version stays, a click away."}),
       errors,
       el("div", {className: "button-row"}, save, cancel));
     body.hidden = true;
     button.hidden = true;
-    li.append(form);
+    li.insertBefore(form, li.querySelector(".message-actions"));
     grow(area);
     area.focus();
     area.setSelectionRange(area.value.length, area.value.length);
@@ -552,14 +769,20 @@
     });
   }
 
+  function showEditorError(container, error) {
+    const box = el("div", {className: "error-box"}, el("p", {textContent: errorText(error)}));
+    box.setAttribute("role", "alert");
+    container.replaceChildren(box);
+  }
+
   async function saveEdit(li, text, editor) {
     if (busy) return;
     if (!text.trim()) {
-      showError(editor.errors, {detail: "The message is empty."});
+      showEditorError(editor.errors, {detail: "The message is empty."});
       return;
     }
-    clearErrors(alerts);
-    clearErrors(editor.errors);
+    clearErrors();
+    editor.errors.replaceChildren();
     setBusy(true);
     editor.save.disabled = true;
     let response;
@@ -571,28 +794,31 @@
     if (!response || !response.ok) {
       setBusy(false);
       editor.save.disabled = false;
-      showError(editor.errors, response ? await errorOf(response) : OFFLINE);
+      showEditorError(editor.errors, response ? await errorOf(response) : OFFLINE);
       return;
     }
-    // The edit is saved: show it, and grey out everything it replaces at once.
+    // The edit is saved: what followed the old text is another version now, and the new reply
+    // comes directly under the edited message.
     editor.close();
     li.querySelector(".message-body").textContent = text;
     tag(li, "tag-edited", "edited");
-    const all = messages();
-    for (const later of all.slice(all.indexOf(li) + 1)) markDisabled(later);
+    removeAfter(li, false);
     announce("Message edited. Generating a new reply.");
     const reply = newReply();
     attachReply(reply);
+    reply.li.scrollIntoView({block: "nearest"});
     await runReply(response, reply, {
       edited(data) {
         for (const id of data.disabled_message_ids || []) {
-          markDisabled(list.querySelector(`[data-message-id="${CSS.escape(id)}"]`));
+          const gone = list.querySelector(`[data-message-id="${CSS.escape(id)}"]`);
+          if (gone) gone.remove();
         }
       },
     });
+    await loadVersions(li);
   }
 
-  // ---- Code blocks ---------------------------------------------------------------------------
+  // ---- Code blocks: a bar with the language and a Copy button, above the code -----------------
 
   async function copyText(text) {
     if (navigator.clipboard && window.isSecureContext) {
@@ -621,17 +847,59 @@
   function enhanceCode(container) {
     for (const pre of container.querySelectorAll("pre")) {
       if (pre.parentElement.classList.contains("code-block")) continue;
+      const code = pre.querySelector("code");
+      const match = code ? /(?:^|\s)language-([\w#+.-]+)/.exec(code.className) : null;
       const wrapper = el("div", {className: "code-block"});
       pre.replaceWith(wrapper);
       const button = el("button", {type: "button", className: "copy-button", textContent: "Copy"});
+      button.setAttribute("aria-label", match ? `Copy ${match[1]} code` : "Copy code");
       button.addEventListener("click", async () => {
         const copied = await copyText(pre.textContent);
         button.textContent = copied ? "Copied" : "Copy failed";
         announce(copied ? "Code copied." : "Could not copy: select the code and copy it by hand.");
         window.setTimeout(() => { button.textContent = "Copy"; }, 2000);
       });
-      wrapper.append(button, pre);
+      const bar = el("div", {className: "code-bar"}, el("span", {className: "code-language", textContent: match ? match[1] : "code"}), button);
+      wrapper.append(bar, pre);
     }
+  }
+
+  // ---- Model switch -----------------------------------------------------------------------------
+
+  function setUpModel() {
+    const form = document.getElementById("model-form");
+    if (!form) return;
+    const select = form.querySelector("select");
+    const description = document.getElementById("model-description");
+    const submit = document.getElementById("model-submit");
+    submit.hidden = true;
+    let current = select.value;
+
+    function describe() {
+      const option = select.options[select.selectedIndex];
+      const price = option.dataset.price.charAt(0).toUpperCase() + option.dataset.price.slice(1);
+      description.textContent = option.dataset.description ? `${option.dataset.description} · ${price}` : price;
+      if (demoBanner) demoBanner.hidden = option.dataset.demo !== "true";
+    }
+    describe();
+    select.addEventListener("change", async () => {
+      let response;
+      try {
+        response = await request("PATCH", api, {ai_model_id: select.value});
+      } catch (error) {
+        response = null;
+      }
+      if (!response || !response.ok) {
+        showError(response ? await errorOf(response) : OFFLINE);
+        select.value = current;
+        describe();
+        return;
+      }
+      current = select.value;
+      describe();
+      announce(`Replies now come from ${select.options[select.selectedIndex].text}.`);
+      refreshUsage();
+    });
   }
 
   // ---- Rename --------------------------------------------------------------------------------
@@ -642,7 +910,17 @@
     for (const span of root.querySelectorAll(".js-title")) span.textContent = title;
     const field = document.querySelector("#rename-form input[name=title]");
     if (field) field.value = title;
+    const item = document.querySelector(`.chat-item[data-session-id="${CSS.escape(sessionId)}"]`);
+    if (item) {
+      const link = item.querySelector(".session-title");
+      link.lastChild.textContent = title;
+      for (const node of item.querySelectorAll("[data-title]")) node.dataset.title = title;
+    }
   }
+
+  document.addEventListener("chatsite:renamed", (event) => {
+    if (event.detail.id === sessionId) setTitle(event.detail.title);
+  });
 
   function setUpRename() {
     const details = root.querySelector("details.rename");
@@ -716,27 +994,44 @@
 
   // ---- Start ---------------------------------------------------------------------------------
 
-  for (const link of list.querySelectorAll(".edit-link")) link.replaceWith(editButton(link.closest(".message")));
+  for (const li of messages()) setUpActions(li);
   for (const body of list.querySelectorAll(".message-body.markdown")) enhanceCode(body);
   localTimes(list);
   setUpRename();
   setUpDelete();
+  setUpModel();
   input.setAttribute("enterkeyhint", "send");
   input.rows = 1;
+  try {
+    const draft = window.localStorage.getItem(DRAFT_KEY);
+    if (draft && !input.value) input.value = draft;
+  } catch (error) {
+    // No storage: nothing to restore.
+  }
   grow(input);
+  for (const retry of alerts.querySelectorAll(".error-actions")) {
+    // The server's Retry form, run in place so the reply streams.
+    const button = retry.querySelector("button");
+    retry.addEventListener("submit", (event) => {
+      event.preventDefault();
+      regenerate();
+    });
+    button.type = "submit";
+  }
 
-  const active = activeMessages();
-  const last = active[active.length - 1];
+  // Open at the message in the address (a version just switched to), else at the latest one.
+  const target = window.location.hash.startsWith("#m-") ? document.getElementById(window.location.hash.slice(1)) : null;
+  if (target) target.scrollIntoView({block: "center"});
+  else toBottom();
+  // A new chat is for typing in; on a touch screen an open chat is for reading first (no keyboard popping up).
+  if (!messages().length || (!target && window.matchMedia("(pointer: fine)").matches)) input.focus({preventScroll: true});
+
+  const all = messages();
+  const last = all[all.length - 1];
   if (last && last.dataset.messageType === "assistant" && last.dataset.status === "generating") {
     // A reply still being generated (the page was reloaded): follow it to its end.
     const reply = newReply(last);
-    const body = last.querySelector(".message-body");
-    reply.text = document.createTextNode("");
-    body.append(reply.text);
     setBusy(true);
     follow(reply).then((done) => settle(reply, done));
-  } else if (last && last.dataset.status === "failed" && !alerts.children.length) {
-    const problem = last.querySelector(".message-error");
-    showError(alerts, {detail: problem ? problem.textContent : "The last reply failed."}, {retry: true});
   }
 })();

@@ -25,4 +25,6 @@
 
   chatbot.addEventListener("change", fit);
   fit();
+  // Come here to start a chat (Ctrl+Shift+O, or New chat): begin at its first choice.
+  if (/[?&]new=1/.test(window.location.search)) chatbot.focus();
 })();
