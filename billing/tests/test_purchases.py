@@ -337,3 +337,8 @@ def test_the_admin_lists_payments_and_webhook_events_with_their_outcome(admin_cl
     assert "12.00" in payments and user.email in payments
     assert "checkout.session.completed" in events and "now on Pro" in events
     assert "cs_test_1" in detail  # the payload, as received
+
+
+def test_the_landing_page_and_the_account_page_link_to_the_plans(owner_page, default_tier):
+    assert 'href="/pricing/"' in Client().get("/").content.decode()
+    assert 'href="/pricing/"' in owner_page.get("/account/").content.decode()
