@@ -308,7 +308,9 @@ def test_replies_in_flight_are_capped_per_user_across_pages_and_api(client, app_
     user.save(update_fields=["password"])
     chat = ChatSessionFactory(user=user, chatbot=ChatbotFactory(), ai_model=model)
     for _ in range(3):  # MAX_ACTIVE_REPLIES_PER_USER is 3: a page reply and two API calls fill it
-        stub.enqueue_text("slow reply here", chunks=["slow", " reply", " here"], usage=(3, 3), delay=1.0)
+        # Long enough to still run when the fourth call comes; each gap well inside the server's AI_TIMEOUT (1 s).
+        pieces = ["a", " slow", " reply", " in", " many", " pieces", " here"]
+        stub.enqueue_text("".join(pieces), chunks=pieces, usage=(3, 7), delay=0.4)
     page = http_session(sign_in(app_server.url, user.email, PASSWORD))
     page_stream = page.post(
         f"{app_server.url}/api/chat-sessions/{chat.pk}/send/", json={"message": "Hi", "stream": True},
