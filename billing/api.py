@@ -83,10 +83,6 @@ class TestModelUsageView(APIView):
         )
 
 
-def _base_url(request) -> str:
-    return request.build_absolute_uri("/").rstrip("/")
-
-
 class CheckoutView(APIView):
     """Start buying a plan: the URL of the payment provider's checkout page to send the browser to."""
 
@@ -94,7 +90,9 @@ class CheckoutView(APIView):
     def post(self, request):
         data = validated(CheckoutInput, request.data)
         url = purchases.checkout_begin(
-            user=request.user, subscription_type_id=data["subscription_type_id"], base_url=_base_url(request)
+            user=request.user,
+            subscription_type_id=data["subscription_type_id"],
+            base_url=purchases.site_base_url(request),
         )
         return Response({"url": url}, status=status.HTTP_201_CREATED)
 
@@ -104,7 +102,7 @@ class PortalView(APIView):
 
     @extend_schema(request=None, responses={200: RedirectOutput, **error_responses(400, 502)})
     def post(self, request):
-        return Response({"url": purchases.portal_begin(user=request.user, base_url=_base_url(request))})
+        return Response({"url": purchases.portal_begin(user=request.user, base_url=purchases.site_base_url(request))})
 
 
 class PaymentListView(APIView):

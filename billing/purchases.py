@@ -17,12 +17,18 @@ from django.utils import timezone
 from billing.models import BillingCustomer, Payment, SubscriptionType, UserSubscription, WebhookEvent
 from billing.payments import payments
 from billing.selectors import subscription_current_get
+from billing.services import subscription_assign
 from chatsite.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
 
 # The buyer's side.
+
+
+def site_base_url(request) -> str:
+    """This site's address as the request reached it, for the URLs the provider sends the buyer back to."""
+    return request.build_absolute_uri("/").rstrip("/")
 
 
 def checkout_begin(*, user, subscription_type_id: int, base_url: str) -> str:
@@ -179,12 +185,9 @@ def plan_change(*, user, tier: SubscriptionType, end: datetime, stripe_subscript
     """Make `tier` the user's plan from now to `end`, under the quota check's lock."""
     with transaction.atomic():
         subscription_current_get(user=user, lock=True)  # queue behind (and ahead of) reservations
-        now = timezone.now()
-        UserSubscription.objects.filter(user=user, is_active=True).update(is_active=False)
-        return UserSubscription.objects.create(
-            user=user, subscription_type=tier, start_date=now, end_date=end,
-            stripe_subscription_id=stripe_subscription_id, renews=renews,
-        )  # fmt: skip
+        return subscription_assign(
+            user=user, subscription_type=tier, end=end, stripe_subscription_id=stripe_subscription_id, renews=renews
+        )
 
 
 def subscription_end_now(*, subscription: UserSubscription) -> None:

@@ -29,16 +29,23 @@ from chatsite.errors import NoSubscription, QuotaExceeded, TooManyStreams
 
 @transaction.atomic
 def subscription_assign(
-    *, user, subscription_type: SubscriptionType, start: datetime | None = None
+    *,
+    user,
+    subscription_type: SubscriptionType,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    **fields,
 ) -> UserSubscription:
-    """Make `subscription_type` the user's current tier from `start` (default now)."""
+    """Make `subscription_type` the user's current tier from `start` (default now) to `end` (default
+    after its duration_days); `fields` are the new subscription's others (a bought plan's Stripe link)."""
     start = start or timezone.now()
     UserSubscription.objects.filter(user=user, is_active=True).update(is_active=False)
     return UserSubscription.objects.create(
         user=user,
         subscription_type=subscription_type,
         start_date=start,
-        end_date=start + timedelta(days=subscription_type.duration_days),
+        end_date=end or start + timedelta(days=subscription_type.duration_days),
+        **fields,
     )
 
 

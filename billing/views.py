@@ -86,7 +86,7 @@ def pricing_checkout(request: HttpRequest):
     try:
         url = purchases.checkout_begin(
             user=request.user, subscription_type_id=int(request.POST.get("subscription_type_id") or 0),
-            base_url=request.build_absolute_uri("/").rstrip("/"),
+            base_url=purchases.site_base_url(request),
         )  # fmt: skip
     except (ChatsiteError, ValueError) as exc:
         detail = exc.detail if isinstance(exc, ChatsiteError) else "There is no such plan to buy."
