@@ -412,9 +412,8 @@ class OpenAIProvider(Provider):
         if attempt >= attempts:
             return None
         delay = retry_after if retry_after is not None else settings.AI_RETRY_BACKOFF * 2 ** (attempt - 1)
-        logger.warning(
-            "AI provider call failed (%s); attempt %d of %d, retrying in %.2f s", error.detail, attempt, attempts, delay
-        )
+        # What failed is logged already, with the upstream's address, where the error was made (_error).
+        logger.warning("AI provider call: attempt %d of %d failed, retrying in %.2f s", attempt, attempts, delay)
         return delay
 
     async def _read_body(self, response: httpx.Response) -> bytes:
