@@ -31,6 +31,7 @@ from billing.quotas import rate_limit_headers
 from chatbots.models import AIModel, ContentType
 from chatsite.errors import ChatsiteError, UpstreamError
 from sessions_app import runtime
+from sessions_app.api import validated
 from sessions_app.lifecycle import ReplyJob
 from sessions_app.runtime import LiveReply
 from sessions_app.streaming import KEEPALIVE, KEEPALIVE_SECONDS, event_stream_response
@@ -257,9 +258,7 @@ async def _chunks(live: LiveReply, *, include_usage: bool) -> AsyncIterator[byte
 class ImageGenerationsView(OpenAIView):
     @extend_schema(exclude=True)
     def post(self, request):
-        serializer = ImageGenerationInput(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(ImageGenerationInput, request.data)
         model = services.api_model_resolve(model_id=data["model"], model_type=ContentType.IMAGE)
         job = services.image_begin(api_key=request.auth, model=model, prompt=data["prompt"])
         finish = functools.partial(_image, response_format=data.get("response_format") or "url")
