@@ -32,7 +32,7 @@ def test_a_purchase_from_the_pricing_page_to_the_account_page(page, live_server,
     pro_card = page.locator(".plan-card", has_text="Pro")
     assert pro_card.get_by_text("100 messages an hour").is_visible()
     assert pro_card.get_by_text("$10 of model cost a month").is_visible()
-    for width, height, scheme in ((1440, 900, "light"), (390, 844, "dark")):
+    for width, height, scheme in ((1440, 900, "light"), (1440, 900, "dark"), (390, 844, "light"), (390, 844, "dark")):
         page.set_viewport_size({"width": width, "height": height})
         page.emulate_media(color_scheme=scheme)
         screenshot(page, f"pricing-{width}-{scheme}")
@@ -71,7 +71,7 @@ def test_a_purchase_from_the_pricing_page_to_the_account_page(page, live_server,
     assert page.get_by_role("button", name="Manage billing").is_visible()
     payments = page.locator("table.payments")
     assert "12.00 USD" in payments.inner_text() and "Paid" in payments.inner_text()
-    for width, height, scheme in ((1440, 900, "light"), (390, 844, "dark")):
+    for width, height, scheme in ((1440, 900, "light"), (1440, 900, "dark"), (390, 844, "light"), (390, 844, "dark")):
         page.set_viewport_size({"width": width, "height": height})
         page.emulate_media(color_scheme=scheme)
         screenshot(page, f"account-plan-{width}-{scheme}")
