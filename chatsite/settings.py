@@ -157,9 +157,11 @@ AI_BASE_URL = env("AI_BASE_URL", default="https://openrouter.ai/api/v1")
 AI_API_KEY = env("AI_API_KEY", default="") or env("OPENROUTER_API_KEY", default="")
 AI_TIMEOUT = env.float("AI_TIMEOUT", default=60.0)
 AI_CONNECT_TIMEOUT = env.float("AI_CONNECT_TIMEOUT", default=10.0)
-# The shared client's pool: every streaming reply holds a connection for as long as it runs.
+# The shared clients' pools, per worker: every streaming reply holds a connection for as long as it runs.
+# They are split in AI_CLIENT_SHARDS pools (chatbots/providers/http.py), each with its share of both limits.
 AI_MAX_CONNECTIONS = env.int("AI_MAX_CONNECTIONS", default=2000)
-AI_MAX_KEEPALIVE = env.int("AI_MAX_KEEPALIVE", default=200)
+AI_MAX_KEEPALIVE = env.int("AI_MAX_KEEPALIVE", default=1000)
+AI_CLIENT_SHARDS = env.int("AI_CLIENT_SHARDS", default=32)
 # Retries happen only before the first token: a reply is never sent twice.
 AI_MAX_RETRIES = env.int("AI_MAX_RETRIES", default=2)
 AI_RETRY_BACKOFF = env.float("AI_RETRY_BACKOFF", default=0.5)
@@ -289,6 +291,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     # The Stripe client logs every request and answer at INFO; its failures are logged by billing.
-    "loggers": {"stripe": {"level": "WARNING"}},
+    # httpx logs every upstream request at INFO: thousands a second under load. Failures are logged by the adapters.
+    "loggers": {"stripe": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
 CSRF_FAILURE_VIEW = "chatsite.views.csrf_failure"

@@ -166,20 +166,21 @@ class LiveReply:
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+            _resolve(waiter, True)
 
     async def wait(self, offset: int, timeout: float) -> bool:
         """Wait until there is text past `offset` or the reply has ended; False on timeout."""
         if len(self.content) > offset or self.finished:
             return True
-        waiter = asyncio.get_running_loop().create_future()
+        # A future and a timer: wait_for would wrap them in more of each, once per piece of every stream.
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         self._waiters.append(waiter)
+        timer = loop.call_later(timeout, _resolve, waiter, False)
         try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            return False
-        return True
+            return await waiter
+        finally:
+            timer.cancel()
 
     def stop(self, *, interrupted: bool = False) -> None:
         """End the upstream call (from any thread); the reply then finishes as stopped, or interrupted."""
@@ -199,6 +200,11 @@ class LiveReply:
         else:
             with contextlib.suppress(RuntimeError):  # its loop has closed: it ended meanwhile
                 self.loop.call_soon_threadsafe(self.upstream.cancel)
+
+
+def _resolve(waiter: asyncio.Future, value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
 
 
 _live: dict[int, LiveReply] = {}

@@ -7,6 +7,8 @@ closed when the call ends: a loop that goes away must leave no socket behind.
 """
 
 import asyncio
+import math
+import ssl
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,34 +16,67 @@ from contextlib import asynccontextmanager
 import httpx
 from django.conf import settings
 
-# The loops marked long-lived, each with its client once a call needed one.
-_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient | None] = weakref.WeakKeyDictionary()
+
+class _Shards:
+    """A long-lived loop's clients: several small pools in place of one large one.
+
+    httpcore looks over every connection of a pool each time a request starts or a
+    response is closed, so one pool of a thousand streaming connections costs the loop
+    a thousand checks (a system call for each idle one) per reply. Split into shards of
+    a few dozen, that is a few dozen; a call takes the shard with the fewest calls in
+    flight, so a burst finds the connections the last one left.
+    """
+
+    def __init__(self) -> None:
+        count = max(1, settings.AI_CLIENT_SHARDS)
+        # One TLS context for all of them: loading the CA bundle takes milliseconds, each time.
+        verify = httpx.create_ssl_context()
+        self.clients = [_new_async_client(shards=count, verify=verify) for _ in range(count)]
+        self.in_flight = [0] * count
+
+    @asynccontextmanager
+    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
+        index = min(range(len(self.clients)), key=self.in_flight.__getitem__)
+        self.in_flight[index] += 1
+        try:
+            yield self.clients[index]
+        finally:
+            self.in_flight[index] -= 1
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+
+# The loops marked long-lived, each with its clients once a call needed one.
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Shards | None] = weakref.WeakKeyDictionary()
 
 
 def share_client_on(loop: asyncio.AbstractEventLoop) -> None:
-    """Mark `loop` as long-lived: calls made while it runs share one pooled client, created at the first."""
+    """Mark `loop` as long-lived: calls made while it runs share pooled clients, created at the first."""
     _shared.setdefault(loop, None)
 
 
 @asynccontextmanager
 async def upstream_client() -> AsyncIterator[httpx.AsyncClient]:
-    """Yield the running loop's shared client, or else a client of this call's own, closed on exit."""
+    """Yield one of the running loop's shared clients, or else a client of this call's own, closed on exit."""
     loop = asyncio.get_running_loop()
     if loop in _shared:
-        client = _shared[loop]
-        if client is None:
-            client = _shared[loop] = _new_async_client()
-        yield client
+        shards = _shared[loop]
+        if shards is None:
+            shards = _shared[loop] = _Shards()
+        async with shards.client() as client:
+            yield client
         return
     async with _new_async_client() as client:
         yield client
 
 
 async def close_shared_client() -> None:
-    """Close the running loop's shared client (at server shutdown) and forget the loop."""
-    client = _shared.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        await client.aclose()
+    """Close the running loop's shared clients (at server shutdown) and forget the loop."""
+    shards = _shared.pop(asyncio.get_running_loop(), None)
+    if shards is not None:
+        await shards.aclose()
 
 
 def sync_client() -> httpx.Client:
@@ -49,13 +84,14 @@ def sync_client() -> httpx.Client:
     return httpx.Client(timeout=upstream_timeout(), follow_redirects=True)
 
 
-def _new_async_client() -> httpx.AsyncClient:
+def _new_async_client(*, shards: int = 1, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
     limits = httpx.Limits(
-        max_connections=settings.AI_MAX_CONNECTIONS, max_keepalive_connections=settings.AI_MAX_KEEPALIVE
+        max_connections=math.ceil(settings.AI_MAX_CONNECTIONS / shards),
+        max_keepalive_connections=math.ceil(settings.AI_MAX_KEEPALIVE / shards),
     )
     # Redirects are followed (an image URL on a CDN often redirects); httpx drops the
     # Authorization header when one leaves the upstream's origin.
-    return httpx.AsyncClient(limits=limits, timeout=upstream_timeout(), follow_redirects=True)
+    return httpx.AsyncClient(limits=limits, timeout=upstream_timeout(), follow_redirects=True, verify=verify)
 
 
 def upstream_timeout() -> httpx.Timeout:

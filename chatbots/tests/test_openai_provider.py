@@ -613,7 +613,35 @@ def test_a_long_lived_loops_pool_keeps_a_connection_for_every_reply_that_ran_at_
 
     assert [texts(events) for events in replies] == [["one", " two"]] * (2 * at_once)
     assert opened_by_first == at_once
+    # Split in shards (AI_CLIENT_SHARDS, 32), each call on the one with the fewest calls in flight:
+    # the second burst found every connection the first one left.
     assert upstream.connections_opened == at_once
+
+
+def test_a_long_lived_loops_calls_spread_over_its_shards(settings):
+    # httpcore looks over every connection of a pool at each request and each close, so a
+    # worker's thousand streams are spread over small pools, not held in one.
+    settings.AI_CLIENT_SHARDS = 4
+
+    async def scenario():
+        share_client_on(asyncio.get_running_loop())
+        seen = []
+
+        async def call():
+            async with upstream_client() as client:
+                seen.append(client)
+                await asyncio.sleep(0.1)
+
+        try:
+            await asyncio.gather(*(call() for _ in range(8)))
+        finally:
+            await close_shared_client()
+        return seen
+
+    seen = run(scenario())
+
+    assert len({id(client) for client in seen}) == 4
+    assert sorted(seen.count(client) for client in {id(c): c for c in seen}.values()) == [2, 2, 2, 2]
 
 
 def test_an_image_comes_from_the_images_endpoint(image_model, upstream):
