@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, F, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -226,6 +226,18 @@ def session_touch(*, session_pk: int, title: str | None) -> None:
 
 def pieces_append(pieces: list[tuple[int, int, str]]) -> None:
     """Save (reply pk, offset, text) pieces of replies in flight, in one insert; those of deleted replies go nowhere."""
+    if connection.vendor == "postgresql":
+        # One statement and no model instances: a worker writes the pieces of all its replies at once.
+        quote = connection.ops.quote_name
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {quote(ReplyPiece._meta.db_table)} (message_id, {quote('offset')}, text) "  # noqa: S608
+                "SELECT p.pk, p.start, p.text"
+                " FROM unnest(%s::bigint[], %s::integer[], %s::text[]) AS p(pk, start, text)"
+                f" JOIN {quote(ChatMessage._meta.db_table)} AS m ON m.id = p.pk",
+                [[pk for pk, _, _ in pieces], [offset for _, offset, _ in pieces], [text for _, _, text in pieces]],
+            )
+        return
     pks = {pk for pk, _, _ in pieces}
     there = set(ChatMessage.objects.filter(pk__in=pks).values_list("pk", flat=True))
     ReplyPiece.objects.bulk_create(

@@ -87,6 +87,22 @@ def test_a_follow_stream_past_the_users_share_is_429_until_one_closes(api_client
     assert [e.event for e in events_only(parse_events(again.streaming_content))][-1] == "done"
 
 
+@pytest.mark.django_db
+def test_the_pieces_of_many_replies_go_in_at_once_and_those_of_a_deleted_reply_go_nowhere(chat_session):
+    from sessions_app.lifecycle import pieces_append
+
+    first = ChatMessage.objects.create(session=chat_session, message_type="assistant", status="generating")
+    second = ChatMessage.objects.create(session=chat_session, message_type="assistant", status="generating")
+    gone = ChatMessage.objects.create(session=chat_session, message_type="assistant", status="generating")
+    gone_pk = gone.pk
+    gone.delete()
+
+    pieces_append([(first.pk, 0, "Hello"), (second.pk, 0, "Ünïcode 🙂"), (gone_pk, 0, "lost"), (first.pk, 5, ", you")])
+
+    saved = sorted(ReplyPiece.objects.values_list("message_id", "offset", "text"))
+    assert saved == sorted([(first.pk, 0, "Hello"), (first.pk, 5, ", you"), (second.pk, 0, "Ünïcode 🙂")])
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_growing_reply_appends_pieces_and_writes_its_text_once(api_client, chat_session, settings, monkeypatch):
     monkeypatch.setattr(runtime, "FLUSH_SECONDS", 0.02)
