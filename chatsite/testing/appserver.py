@@ -1,5 +1,6 @@
 """Real app servers (gunicorn, uvicorn workers) for tests and benchmarks, on their database with production settings."""
 
+import contextlib
 import os
 import secrets
 import signal
@@ -7,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -115,6 +117,23 @@ def other_connections() -> int:
             [listener_name()],
         )
         return cursor.fetchone()[0]
+
+
+@contextlib.contextmanager
+def serving(*servers: AppServer) -> Iterator[None]:
+    """Start the servers, wait until each is ready (all within BOOT_SECONDS), and stop them all on exit, their
+    database connections gone."""
+    try:
+        for server in servers:
+            server.start()
+        deadline = time.monotonic() + BOOT_SECONDS
+        for server in servers:
+            server.wait_ready(deadline)
+        yield
+    finally:
+        for server in servers:
+            server.stop()
+        wait_connections_gone()
 
 
 def wait_connections_gone(timeout: float = 10) -> None:

@@ -7,7 +7,6 @@ database as the client saw it.
 """
 
 import json
-import time
 
 import pytest
 from django.db import connection
@@ -17,7 +16,7 @@ from bench import common, load
 from billing.services import subscription_assign
 from billing.tests.factories import SubscriptionTypeFactory
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
-from chatsite.testing.appserver import BOOT_SECONDS, AppServer, production_env, wait_connections_gone
+from chatsite.testing.appserver import AppServer, production_env, serving
 from chatsite.testing.upstream import StubUpstream
 from sessions_app.tests.factories import ChatMessageFactory, ChatSessionFactory
 
@@ -41,13 +40,8 @@ def server(transactional_db, tmp_path, settings):
     # The same SECRET_KEY as this process, which signs the clients' sessions.
     env = production_env(tmp_path / "media", SECRET_KEY=settings.SECRET_KEY, GUNICORN_WORKERS="2")
     app = AppServer(name="gunicorn", env=env, log_dir=tmp_path)
-    try:
-        app.start()
-        app.wait_ready(time.monotonic() + BOOT_SECONDS)
+    with serving(app):
         yield app
-    finally:
-        app.stop()
-        wait_connections_gone()
 
 
 def test_a_short_soak_has_no_errors_and_loses_no_message(stub, server, tmp_path):

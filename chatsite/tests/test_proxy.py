@@ -4,14 +4,12 @@ Real app servers (gunicorn.conf.py, uvicorn workers) on the test database, asked
 from 127.0.0.1, the address a proxy on the same machine would come from.
 """
 
-import time
-
 import pytest
 import requests
 from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
 
 from accounts.tests.factories import PASSWORD, UserFactory
-from chatsite.testing.appserver import BOOT_SECONDS, AppServer, production_env, wait_connections_gone
+from chatsite.testing.appserver import AppServer, production_env, serving
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,13 +27,8 @@ FORGED = [
 def server(request, tmp_path):
     env = production_env(tmp_path / "media", USE_X_FORWARDED_PROTO=request.param, GUNICORN_WORKERS="1")
     app = AppServer(name=f"proxy-{request.param}", env=env, log_dir=tmp_path)
-    try:
-        app.start()
-        app.wait_ready(time.monotonic() + BOOT_SECONDS)
+    with serving(app):
         yield app
-    finally:
-        app.stop()
-        wait_connections_gone()
 
 
 def _log_in(server: AppServer, headers: dict[str, str], email: str) -> requests.Response:

@@ -7,7 +7,6 @@ reservation queues on the lock of the user's subscription row in PostgreSQL.
 """
 
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,7 +21,7 @@ from billing.quotas import floor_hour
 from billing.services import subscription_assign
 from billing.tests.factories import SubscriptionTypeFactory, UsageEventFactory
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
-from chatsite.testing.appserver import BOOT_SECONDS, AppServer, production_env, sign_in, wait_connections_gone
+from chatsite.testing.appserver import AppServer, production_env, serving, sign_in
 from chatsite.testing.stripe_stub import SECRET_KEY, WEBHOOK_SECRET, StripeStub, event, signed_event
 from sessions_app.models import ChatMessage
 from sessions_app.tests.factories import ChatSessionFactory
@@ -65,17 +64,8 @@ def _two_servers(tmp_path, **extra_env):
         **extra_env,
     )
     pair = [AppServer(name=f"gunicorn-{n}", env=env, log_dir=tmp_path) for n in (1, 2)]
-    try:
-        for server in pair:
-            server.start()
-        deadline = time.monotonic() + BOOT_SECONDS
-        for server in pair:
-            server.wait_ready(deadline)
+    with serving(*pair):
         yield pair
-    finally:
-        for server in pair:
-            server.stop()
-        wait_connections_gone()
 
 
 def _sign_in(server: AppServer, email: str) -> dict[str, str]:

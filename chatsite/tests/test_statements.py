@@ -18,14 +18,7 @@ from billing.models import UsageEvent
 from billing.services import subscription_assign
 from billing.tests.factories import SubscriptionTypeFactory
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
-from chatsite.testing.appserver import (
-    BOOT_SECONDS,
-    AppServer,
-    http_session,
-    production_env,
-    sign_in,
-    wait_connections_gone,
-)
+from chatsite.testing.appserver import AppServer, http_session, production_env, serving, sign_in
 from chatsite.testing.pgwire import StatementTap
 from chatsite.testing.upstream import StubUpstream
 from sessions_app.runtime import listener_name
@@ -49,13 +42,8 @@ def tapped_server(tmp_path):
             AI_BASE_URL=stub.base_url, AI_API_KEY="test-key", GUNICORN_WORKERS="1",
         )  # fmt: skip
         server = AppServer(name="tapped", env=env, log_dir=tmp_path)
-        server.start()
-        try:
-            server.wait_ready(time.monotonic() + BOOT_SECONDS)
+        with serving(server):
             yield server, tap
-        finally:
-            server.stop()
-    wait_connections_gone()
 
 
 @pytest.fixture
