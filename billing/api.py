@@ -1,4 +1,4 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
@@ -9,7 +9,7 @@ from billing.models import Payment
 from billing.serializers import ChatSessionUsageSerializer, CheckoutInput, PaymentSerializer, RedirectOutput
 from chatbots.services import model_test_usage
 from chatsite.errors import InvalidInput
-from chatsite.schema import NOT_BLANK, REPLY_ERRORS, error_responses
+from chatsite.schema import REPLY_ERRORS, error_responses, text_parameter
 from sessions_app.api import validated
 
 
@@ -31,14 +31,7 @@ class TestModelUsageView(APIView):
 
     @extend_schema(
         request=None,
-        parameters=[
-            OpenApiParameter(
-                "model_name",
-                {"type": "string", "minLength": 1, "maxLength": 255, "pattern": NOT_BLANK},
-                required=True,
-                description="model_id or name.",
-            )
-        ],
+        parameters=[text_parameter("model_name", "model_id or name.", max_length=255)],
         responses={
             200: inline_serializer(
                 "TestModelUsageOutput",

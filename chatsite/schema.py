@@ -129,6 +129,12 @@ def int_parameter(name: str, description: str, *, minimum: int = 0, maximum: int
 NOT_BLANK = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
 
 
+def text_parameter(name: str, description: str, *, max_length: int) -> OpenApiParameter:
+    """A required text query parameter that is not blank, with the length the server holds it to."""
+    schema = {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": NOT_BLANK}
+    return OpenApiParameter(name, schema, required=True, description=description)
+
+
 def pagination(default: int, maximum: int) -> list[OpenApiParameter]:
     return [
         int_parameter("limit", f"At most this many (default {default}, max {maximum}).", minimum=1, maximum=maximum),

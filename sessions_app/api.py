@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from billing.quotas import rate_limit_headers
 from chatsite.errors import InvalidInput
-from chatsite.schema import NOT_BLANK, REPLY_ERRORS, REPLY_EVENTS, error_responses, int_parameter, pagination
+from chatsite.schema import REPLY_ERRORS, REPLY_EVENTS, error_responses, int_parameter, pagination, text_parameter
 from sessions_app import exports, selectors, services
 from sessions_app.models import ChatMessage
 from sessions_app.rendering import message_html
@@ -313,12 +313,7 @@ class ChatSessionViewSet(
 
     @extend_schema(
         parameters=[
-            OpenApiParameter(
-                "q",
-                {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK},
-                required=True,
-                description="Words to find in titles and messages (at most 200 characters).",
-            ),
+            text_parameter("q", "Words to find in titles and messages (at most 200 characters).", max_length=200),
             int_parameter("limit", "At most this many (default 20, max 100).", minimum=1, maximum=100),
         ],
         responses=ChatSessionSearchResultSerializer(many=True),
