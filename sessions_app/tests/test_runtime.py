@@ -9,7 +9,7 @@ from billing.models import UsageEvent
 from chatsite.errors import Interrupted, UpstreamError
 from chatsite.testing.sse import Event, events_only, parse_events
 from sessions_app import runtime, services
-from sessions_app.lifecycle import Outcome, outcome_status
+from sessions_app.lifecycle import Outcome, outcome_status, pieces_append
 from sessions_app.models import ChatMessage, ReplyPiece
 
 SEND = "/api/chat-sessions/{}/send/"
@@ -89,8 +89,6 @@ def test_a_follow_stream_past_the_users_share_is_429_until_one_closes(api_client
 
 @pytest.mark.django_db
 def test_the_pieces_of_many_replies_go_in_at_once_and_those_of_a_deleted_reply_go_nowhere(chat_session):
-    from sessions_app.lifecycle import pieces_append
-
     first = ChatMessage.objects.create(session=chat_session, message_type="assistant", status="generating")
     second = ChatMessage.objects.create(session=chat_session, message_type="assistant", status="generating")
     gone = ChatMessage.objects.create(session=chat_session, message_type="assistant", status="generating")
