@@ -2,11 +2,13 @@
 
 from datetime import UTC, date, datetime, timedelta
 
+from django.db import connection
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from billing.models import ChatSessionUsage, UsageBucket, UsageEvent, UserSubscription
 from billing.quotas import LimitUsage, Usage, floor_day
+from chatsite.rows import Joined
 
 
 def session_usage_list(*, user) -> QuerySet[ChatSessionUsage]:
@@ -14,11 +16,15 @@ def session_usage_list(*, user) -> QuerySet[ChatSessionUsage]:
 
 
 def subscription_current_get(*, user, now: datetime | None = None, lock: bool = False) -> UserSubscription | None:
-    """The user's current subscription, or None: unlike subscription_current, never starts one.
+    """The user's current subscription with its tier, or None: unlike subscription_current, never starts one.
 
-    With `lock`, the row is locked (SELECT ... FOR UPDATE) for the caller's transaction.
+    `user` is a user or a user's id. With `lock`, the row is locked (SELECT ... FOR UPDATE) for
+    the caller's transaction. Every reservation begins here, so on PostgreSQL it is one
+    statement written once per process rather than a queryset compiled at every call.
     """
     now = now or timezone.now()
+    if connection.vendor == "postgresql":
+        return _subscription_current_sql(user=user, now=now, lock=lock)
     subscriptions = UserSubscription.objects.select_related("subscription_type", "user")
     if lock:
         subscriptions = subscriptions.select_for_update(of=("self",))
@@ -27,6 +33,21 @@ def subscription_current_get(*, user, now: datetime | None = None, lock: bool = 
         .order_by("-start_date", "-id")
         .first()
     )
+
+
+_CURRENT = Joined(UserSubscription, "subscription_type")
+
+
+def _subscription_current_sql(*, user, now: datetime, lock: bool) -> UserSubscription | None:
+    user_id = user.pk if hasattr(user, "pk") else user
+    where = (
+        "WHERE m.user_id = %s AND m.is_active AND m.start_date <= %s AND m.end_date > %s "
+        "ORDER BY m.start_date DESC, m.id DESC LIMIT 1"
+    )
+    subscription = _CURRENT.first(where + (" FOR UPDATE OF m" if lock else ""), [user_id, now, now])
+    if subscription is not None and hasattr(user, "pk"):
+        subscription.user = user
+    return subscription
 
 
 def usage_summary(*, subscription: UserSubscription, now: datetime | None = None) -> list[LimitUsage]:

@@ -140,6 +140,13 @@ class ChatSessionViewSet(
     def get_queryset(self):
         return selectors.session_list(user=self.request.user)
 
+    def get_object(self):
+        session = selectors.session_get(user=self.request.user, session_id=self.kwargs["pk"])
+        if session is None:
+            raise Http404("No such chat.")
+        self.check_object_permissions(self.request, session)
+        return session
+
     @extend_schema(parameters=PAGINATION, responses=ChatSessionSerializer(many=True))
     def list(self, request):
         limit = int_param(request, "limit", DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)

@@ -5,6 +5,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils.html import escape
 
 from chatbots.models import AIModel
+from chatsite.rows import Joined
 from sessions_app.models import ChatMessage, ChatSession
 
 # ts_headline marks matches with these control characters; the text around them is
@@ -29,8 +30,17 @@ def session_page(*, user, offset: int, limit: int) -> tuple[list[ChatSession], i
     return page, sessions.count() if offset else 0
 
 
-def session_get(*, user, session_id: int) -> ChatSession | None:
-    return session_list(user=user).filter(pk=session_id).first()
+_SESSION = Joined(ChatSession, "chatbot", "ai_model")
+
+
+def session_get(*, user, session_id: int | str) -> ChatSession | None:
+    """The user's chat with its chatbot and model, or None (another user's chat is None too).
+
+    Every chat request begins here: on PostgreSQL it is one statement written once per process.
+    """
+    if connection.vendor != "postgresql":
+        return session_list(user=user).filter(pk=session_id).first()
+    return _SESSION.first("WHERE m.id = %s AND m.user_id = %s", [int(session_id), user.pk])
 
 
 def session_any(*, session_id: int) -> ChatSession | None:

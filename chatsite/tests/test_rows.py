@@ -1,0 +1,72 @@
+"""The hot reads written as SQL once (chatsite.rows): the same instances as the ORM's, the same lock."""
+
+import psycopg
+import pytest
+from django.db import connection, transaction
+
+from billing.models import UserSubscription
+from billing.selectors import subscription_current_get
+from chatsite.database import conninfo
+from sessions_app import selectors
+from sessions_app.models import ChatSession
+
+
+def _postgresql() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("the SQL of chatsite.rows is PostgreSQL's; SQLite reads through the ORM")
+
+
+def _fields(instance) -> dict:
+    return {field.attname: getattr(instance, field.attname) for field in instance._meta.concrete_fields}
+
+
+def test_a_chat_is_read_with_its_chatbot_and_model_in_one_statement_as_the_orm_reads_it(
+    chat_session, django_assert_num_queries
+):
+    expected = ChatSession.objects.select_related("chatbot", "ai_model").get(pk=chat_session.pk)
+    with django_assert_num_queries(1):
+        found = selectors.session_get(user=chat_session.user, session_id=chat_session.pk)
+        chatbot, ai_model = found.chatbot, found.ai_model
+    assert _fields(found) == _fields(expected)
+    assert _fields(chatbot) == _fields(expected.chatbot)
+    assert _fields(ai_model) == _fields(expected.ai_model)
+    assert found._state.adding is False and found._state.db == "default"
+
+
+def test_another_users_chat_and_an_id_past_the_columns_range_are_none(chat_session, other_user):
+    assert selectors.session_get(user=other_user, session_id=chat_session.pk) is None
+    assert selectors.session_get(user=chat_session.user, session_id=2**70) is None
+
+
+def test_an_id_past_the_columns_range_is_a_404_with_a_code(api_client):
+    response = api_client.get(f"/api/chat-sessions/{2**70}/")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_the_current_subscription_comes_with_its_tier_in_one_statement(user, django_assert_num_queries):
+    expected = UserSubscription.objects.select_related("subscription_type").get(user=user)
+    with django_assert_num_queries(1):
+        found = subscription_current_get(user=user)
+        tier = found.subscription_type
+        assert found.user.pk == user.pk
+    assert _fields(found) == _fields(expected)
+    assert _fields(tier) == _fields(expected.subscription_type)
+    # By id (the admin's call): the same row.
+    assert subscription_current_get(user=user.pk).pk == expected.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_locked_read_holds_the_row_until_the_transaction_ends(user):
+    _postgresql()
+    pk = subscription_current_get(user=user).pk
+    probe = "SELECT id FROM billing_usersubscription WHERE id = %s FOR UPDATE NOWAIT"
+    with psycopg.connect(conninfo(), autocommit=True) as other:
+        with transaction.atomic():
+            subscription_current_get(user=user, lock=True)
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute(probe, [pk])
+        assert other.execute(probe, [pk]).fetchone() == (pk,)
+        with transaction.atomic():
+            subscription_current_get(user=user)  # without `lock`, nothing is held
+            assert other.execute(probe, [pk]).fetchone() == (pk,)
