@@ -119,12 +119,12 @@ def _build(log) -> None:
     _sql(
         f"""
         INSERT INTO {chats} (user_id, chatbot_id, ai_model_id, title, auto_generate_title,
-                             created_at, updated_at, is_active)
+                             created_at, updated_at, is_active, pinned)
         SELECT (%(users)s::bigint[])[1 + i %% %(n_users)s], %(chatbot)s, %(model)s,
                'Chat ' || i, false,
                %(now)s - make_interval(secs => (%(total)s - i) * %(span)s / %(total)s) - interval '1 hour',
                %(now)s - make_interval(secs => (%(total)s - i) * %(span)s / %(total)s),
-               true
+               true, false
         FROM generate_series(0, %(total)s - 1) AS i
         """,
         {
