@@ -219,6 +219,9 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
+# Django's database sessions, read without compiling a queryset at every request.
+SESSION_ENGINE = "chatsite.sessions"
+
 # Security: secure by default whenever DEBUG is off.
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)

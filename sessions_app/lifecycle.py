@@ -29,7 +29,7 @@ from billing.services import usage_release, usage_settle
 from chatbots.models import AIModel
 from chatbots.providers.base import Message, Usage, estimate_tokens
 from chatsite.errors import ChatsiteError, Interrupted
-from sessions_app.models import DEFAULT_TITLE, ChatMessage, ChatSession, ReplyPiece
+from sessions_app.models import DEFAULT_TITLE, ChatMessage, ReplyPiece
 
 logger = logging.getLogger(__name__)
 Status = ChatMessage.Status
@@ -123,7 +123,6 @@ def _charge(job: ReplyJob, outcome: Outcome, status: str) -> tuple[UsageEvent, U
 
 
 FINISH_FIELDS = ["content", "image_url", "tokens_count", "status", "disabled", "error_code", "error_detail"]
-COMPLETE_FIELDS = ["content", "image_url", "tokens_count", "status", "updated_at"]
 
 
 def reply_finish(*, job: ReplyJob, outcome: Outcome, touch: bool = False, title: str | None = None) -> Finished:
@@ -168,7 +167,8 @@ def _reply_finish(job: ReplyJob, outcome: Outcome) -> Finished:
     reply.updated_at = timezone.now()
     reply.save(update_fields=[*FINISH_FIELDS, "updated_at"])
     if outcome.flushed:
-        ReplyPiece.objects.filter(message_id=reply.pk).delete()
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM sessions_app_replypiece WHERE message_id = %s", [reply.pk])
     return Finished(reply=reply, event=event)
 
 
@@ -182,9 +182,10 @@ def _reply_complete(job: ReplyJob, outcome: Outcome, content: str) -> Finished |
     reply.status = Status.COMPLETE
     reply.updated_at = timezone.now()
     # Only a reply still generating and enabled: then the row holds nothing this copy lacks.
-    written = ChatMessage.objects.filter(pk=reply.pk, status=Status.GENERATING, disabled=False).update(
-        **{name: getattr(reply, name) for name in COMPLETE_FIELDS}
-    )
+    with connection.cursor() as cursor:
+        values = [reply.content, reply.image_url, reply.tokens_count, reply.status, _stamp(reply.updated_at)]
+        cursor.execute(_COMPLETE, [*values, reply.pk, Status.GENERATING])
+        written = cursor.rowcount
     if not written:
         return None
     event = usage_settle(
@@ -194,7 +195,8 @@ def _reply_complete(job: ReplyJob, outcome: Outcome, content: str) -> Finished |
         cost_usd=usage.cost_usd,
     )
     if outcome.flushed:
-        ReplyPiece.objects.filter(message_id=reply.pk).delete()
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM sessions_app_replypiece WHERE message_id = %s", [reply.pk])
     return Finished(reply=reply, event=event)
 
 
@@ -214,11 +216,28 @@ def reply_mark_stopped(*, reply_pk: int) -> bool:
 
 def session_touch(*, session_pk: int, title: str | None) -> None:
     """Mark the chat as just active and, if given, name it (unless it was named meanwhile)."""
-    fields = {"updated_at": timezone.now()}
-    if title is not None:
-        unnamed = When(auto_generate_title=True, title=DEFAULT_TITLE, then=Value(title))
-        fields["title"] = Case(unnamed, default=F("title"))
-    ChatSession.objects.filter(pk=session_pk).update(**fields)
+    with connection.cursor() as cursor:
+        if title is None:
+            cursor.execute(_TOUCH, [_stamp(timezone.now()), session_pk])
+        else:
+            cursor.execute(_TOUCH_NAMING, [_stamp(timezone.now()), DEFAULT_TITLE, title, session_pk])
+
+
+# The statements every reply's end makes, written once: a queryset would be compiled at every
+# end (SQLite and PostgreSQL both run them as they are).
+_COMPLETE = (
+    "UPDATE sessions_app_chatmessage SET content = %s, image_url = %s, tokens_count = %s, status = %s,"
+    " updated_at = %s WHERE id = %s AND status = %s AND NOT disabled"
+)
+_TOUCH = "UPDATE sessions_app_chatsession SET updated_at = %s WHERE id = %s"
+_TOUCH_NAMING = (
+    "UPDATE sessions_app_chatsession SET updated_at = %s,"
+    " title = CASE WHEN auto_generate_title AND title = %s THEN %s ELSE title END WHERE id = %s"
+)
+
+
+def _stamp(moment):
+    return connection.ops.adapt_datetimefield_value(moment)
 
 
 # The text of replies: a generating reply's text is in its pieces until it ends.

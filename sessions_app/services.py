@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -145,12 +145,20 @@ def _check_may_send(user, session: ChatSession) -> None:
 
 
 def _history_rows(session: ChatSession) -> list[tuple[str, str, uuid.UUID]]:
-    return list(
-        session.messages.filter(disabled=False)
-        .exclude(status=ChatMessage.Status.GENERATING)
-        .order_by("created_at", "id")
-        .values_list("message_type", "content", "message_id")
-    )
+    """The chat's shown messages, oldest first: (type, content, message_id); read by every send."""
+    with connection.cursor() as cursor:
+        cursor.execute(_HISTORY, [session.pk, ChatMessage.Status.GENERATING])
+        rows = cursor.fetchall()
+    # SQLite keeps a UUID as its hex digits.
+    return [(kind, content, key if isinstance(key, uuid.UUID) else uuid.UUID(key)) for kind, content, key in rows]
+
+
+# Written once: a queryset would be compiled at every send.
+_HISTORY = (
+    "SELECT message_type, content, message_id FROM sessions_app_chatmessage"
+    " WHERE session_id = %s AND NOT disabled AND status <> %s"
+    " ORDER BY created_at, id"
+)
 
 
 def _history(session: ChatSession) -> list[tuple[str, str]]:

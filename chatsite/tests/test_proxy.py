@@ -7,11 +7,15 @@ from 127.0.0.1, the address a proxy on the same machine would come from.
 import pytest
 import requests
 from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
+from django.db import connection
 
 from accounts.tests.factories import PASSWORD, UserFactory
 from chatsite.testing.appserver import AppServer, production_env, serving
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="gunicorn shares the test database: PostgreSQL."),
+]
 
 FORGED = [
     {"X-Forwarded-Proto": "https"},
