@@ -97,6 +97,14 @@ if DATABASES["default"]["ENGINE"] == "chatsite.postgresql" and DB_POOL_MAX_SIZE 
         # A request waits this long for a connection before it is answered 503.
         "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
     }
+# Parameters sent apart from the statement (not quoted into it by the client), and each
+# statement a connection has run DB_PREPARE_THRESHOLD times prepared on it, so PostgreSQL
+# plans it once. Behind PgBouncer in transaction mode older than 1.21, set
+# DB_PREPARE_THRESHOLD=-1 (never prepare).
+if DATABASES["default"]["ENGINE"] == "chatsite.postgresql" and env.bool("DB_SERVER_SIDE_BINDING", default=True):
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
+    threshold = env.int("DB_PREPARE_THRESHOLD", default=5)
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = threshold if threshold >= 0 else None
 # Threads an ASGI worker runs the synchronous part of requests on (views, middleware, the ORM).
 REQUEST_THREADS = env.int("REQUEST_THREADS", default=6)
 # Threads a process uses for its replies' database calls (each borrows one pooled connection at a time).

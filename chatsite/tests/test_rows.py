@@ -1,5 +1,7 @@
 """The hot reads written as SQL once (chatsite.rows): the same instances as the ORM's, the same lock."""
 
+import os
+
 import psycopg
 import pytest
 from django.db import connection, transaction
@@ -70,3 +72,16 @@ def test_the_locked_read_holds_the_row_until_the_transaction_ends(user):
         with transaction.atomic():
             subscription_current_get(user=user)  # without `lock`, nothing is held
             assert other.execute(probe, [pk]).fetchone() == (pk,)
+
+
+def test_a_statement_run_often_on_a_connection_is_prepared_there(chat_session):
+    _postgresql()
+    if os.environ.get("DB_SERVER_SIDE_BINDING") == "0" or os.environ.get("DB_PREPARE_THRESHOLD") == "-1":
+        pytest.skip("turned off in this environment")
+    for _ in range(6):  # DB_PREPARE_THRESHOLD (5) runs, then prepared
+        assert selectors.session_get(user=chat_session.user, session_id=chat_session.pk) is not None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [statement for (statement,) in cursor.fetchall()]
+    # Prepared with its parameters apart ($1, $2): server-side binding.
+    assert any("WHERE m.id = $1 AND m.user_id = $2" in statement for statement in prepared), prepared
