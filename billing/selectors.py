@@ -39,13 +39,14 @@ _CURRENT = Joined(UserSubscription, "subscription_type")
 
 
 def _subscription_current_sql(*, user, now: datetime, lock: bool) -> UserSubscription | None:
-    user_id = user.pk if hasattr(user, "pk") else user
+    is_user = hasattr(user, "pk")
     where = (
         "WHERE m.user_id = %s AND m.is_active AND m.start_date <= %s AND m.end_date > %s "
         "ORDER BY m.start_date DESC, m.id DESC LIMIT 1"
     )
-    subscription = _CURRENT.first(where + (" FOR UPDATE OF m" if lock else ""), [user_id, now, now])
-    if subscription is not None and hasattr(user, "pk"):
+    params = [user.pk if is_user else user, now, now]
+    subscription = _CURRENT.first(where + (" FOR UPDATE OF m" if lock else ""), params)
+    if subscription is not None and is_user:
         subscription.user = user
     return subscription
 

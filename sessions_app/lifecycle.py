@@ -167,8 +167,7 @@ def _reply_finish(job: ReplyJob, outcome: Outcome) -> Finished:
     reply.updated_at = timezone.now()
     reply.save(update_fields=[*FINISH_FIELDS, "updated_at"])
     if outcome.flushed:
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM sessions_app_replypiece WHERE message_id = %s", [reply.pk])
+        _pieces_delete(reply.pk)
     return Finished(reply=reply, event=event)
 
 
@@ -195,8 +194,7 @@ def _reply_complete(job: ReplyJob, outcome: Outcome, content: str) -> Finished |
         cost_usd=usage.cost_usd,
     )
     if outcome.flushed:
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM sessions_app_replypiece WHERE message_id = %s", [reply.pk])
+        _pieces_delete(reply.pk)
     return Finished(reply=reply, event=event)
 
 
@@ -238,6 +236,12 @@ _TOUCH_NAMING = (
 
 def _stamp(moment):
     return connection.ops.adapt_datetimefield_value(moment)
+
+
+def _pieces_delete(reply_pk: int) -> None:
+    """Drop a reply's pieces once its whole text is in its row."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM sessions_app_replypiece WHERE message_id = %s", [reply_pk])
 
 
 # The text of replies: a generating reply's text is in its pieces until it ends.
