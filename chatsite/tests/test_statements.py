@@ -58,9 +58,10 @@ def chat():
 
 
 def is_stop_poll(sql: str) -> bool:
-    # Once a second a worker asks which of all its running replies were stopped: one statement for
-    # all of them, on a clock of its own, not a part of any one send.
-    return sql.startswith('SELECT "sessions_app_chatmessage"."id" AS "pk"') and "'stopped'" in sql
+    # Now and then a worker asks which of all its running replies were stopped: one statement for
+    # all of them, on a clock of its own, not a part of any one send. The status is a bound
+    # parameter ($2) when the server binds them, a literal when the client does.
+    return sql.startswith('SELECT "sessions_app_chatmessage"."id" AS "pk"') and '"status" = ' in sql
 
 
 def sent_statements(tap: StatementTap) -> list[str]:
