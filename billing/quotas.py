@@ -18,7 +18,6 @@ from functools import cache
 from itertools import pairwise
 
 from django.db import connection
-from django.db.models import Min, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -112,37 +111,52 @@ HOURS, DAYS, LEDGER, IN_FLIGHT = "hour", "day", "ledger", "in_flight"
 HOUR_FIRSTS = "hour_firsts"
 
 # Each piece is one range of one index (the ledger's on user and time, the buckets' covering
-# one), so each is a short index-only scan; {piece} numbers it. Released rows count nowhere.
+# one), so each is a short index-only scan; {n} numbers it. Released rows count nowhere. The
+# columns are named once, in the first piece. The statement stays short and names its values
+# (the user once as u, each piece's ends as a{n}, b{n}), so psycopg converts it once per process
+# rather than at every send: it caches statements up to 4,096 bytes and 50 values.
 _LEDGER_SQL = (
-    "SELECT {piece} AS piece, CASE WHEN kind = 'image' THEN 'image' WHEN is_free_model THEN 'free' "
-    "ELSE 'paid' END AS klass, 1 AS messages, billed_tokens AS tokens, cost_usd, created_at AS at "
-    "FROM billing_usageevent WHERE user_id = %s AND created_at >= %s AND created_at < %s AND state <> 'released'"
+    "SELECT {n}{piece},CASE WHEN kind='image' THEN 'image' WHEN is_free_model THEN 'free' ELSE 'paid' END{klass},"
+    "1{messages},billed_tokens{tokens},cost_usd,created_at{at} FROM billing_usageevent "
+    "WHERE user_id=%(u)s AND created_at>=%(a{n})s AND created_at<%(b{n})s AND state<>'released'"
 )
 _PIECE_SQL = {
     LEDGER: _LEDGER_SQL,
     HOUR_FIRSTS: _LEDGER_SQL,
     **{
-        span: "SELECT {piece} AS piece, klass, messages, tokens, cost_usd, hour AS at FROM billing_usagebucket "  # noqa: S608
-        f"WHERE user_id = %s AND span = '{span}' AND hour >= %s AND hour < %s"
+        span: "SELECT {n}{piece},klass,messages,tokens,cost_usd,hour{at} FROM billing_usagebucket "  # noqa: S608
+        f"WHERE user_id=%(u)s AND span='{span}' AND hour>=%(a{{n}})s AND hour<%(b{{n}})s"
         for span in (HOURS, DAYS)
     },
     # Reservations not yet settled: the user's replies in flight (those begun in the range).
     IN_FLIGHT: (
-        "SELECT {piece} AS piece, 'in_flight' AS klass, 1 AS messages, 0 AS tokens, 0 AS cost_usd, created_at AS at "
-        "FROM billing_usageevent WHERE user_id = %s AND created_at >= %s AND created_at < %s AND state = 'reserved'"
+        "SELECT {n}{piece},'in_flight'{klass},1{messages},0{tokens},0{cost_usd},created_at{at} FROM billing_usageevent "
+        "WHERE user_id=%(u)s AND created_at>=%(a{n})s AND created_at<%(b{n})s AND state='reserved'"
     ),
 }
+_COLUMNS = ("piece", "klass", "messages", "tokens", "cost_usd", "at")
 
 
 @cache
 def _sums_sql(kinds: tuple[str, ...]) -> str:
     """One statement summing each piece by class, for pieces read from `kinds`."""
-    pieces = " UNION ALL ".join(_PIECE_SQL[kind].format(piece=n) for n, kind in enumerate(kinds))
-    return (
-        "SELECT piece, klass, SUM(messages), SUM(tokens), SUM(cost_usd), "  # noqa: S608
-        "CAST(MIN(at) FILTER (WHERE messages > 0) AS TEXT) "
-        f"FROM ({pieces}) AS pieces GROUP BY piece, klass"
+    named = {column: f" AS {column}" for column in _COLUMNS}
+    unnamed = dict.fromkeys(_COLUMNS, "")
+    pieces = " UNION ALL ".join(
+        _PIECE_SQL[kind].format(n=n, **(unnamed if n else named)) for n, kind in enumerate(kinds)
     )
+    return (
+        "SELECT piece,klass,SUM(messages),SUM(tokens),SUM(cost_usd),"  # noqa: S608
+        f"CAST(MIN(at) FILTER (WHERE messages>0) AS TEXT) FROM ({pieces}) AS pieces GROUP BY piece,klass"
+    )
+
+
+def _sums_params(user_id: int, pieces: list["_Piece"]) -> dict:
+    adapt = connection.ops.adapt_datetimefield_value
+    params: dict = {"u": user_id}
+    for n, piece in enumerate(pieces):
+        params[f"a{n}"], params[f"b{n}"] = adapt(piece.lo), adapt(piece.hi)
+    return params
 
 
 @dataclass(frozen=True)
@@ -233,19 +247,26 @@ class Usage:
             return self.subscription.start_date
         return self.now - WINDOWS[window]
 
-    def load(self) -> "Usage":
-        """Sum every limit in one query: the windows cut into disjoint pieces, each summed once per class."""
+    def _pieces(self) -> tuple[dict[str, _Spans], list[_Piece]]:
+        """Each window's spans, and the disjoint pieces the statement reads."""
         spans = {window: _spans(self.start(window), self.now) for window in {window for window, _ in SCOPES}}
         pieces = _cut({window: window_spans.ranges() for window, window_spans in spans.items()})
         if self.in_flight_since is not None:
             pieces.append(_Piece(IN_FLIGHT, self.in_flight_since, self.now + timedelta(seconds=1), ()))
         pieces.append(_Piece(HOUR_FIRSTS, floor_hour(self.now), floor_hour(self.now) + HOUR, ()))
-        adapt = connection.ops.adapt_datetimefield_value
-        user_id = self.subscription.user_id
+        return spans, pieces
+
+    def statement(self) -> tuple[str, dict]:
+        """The one statement `load` runs, with its values."""
+        _, pieces = self._pieces()
+        return _sums_sql(tuple(piece.kind for piece in pieces)), _sums_params(self.subscription.user_id, pieces)
+
+    def load(self) -> "Usage":
+        """Sum every limit in one query: the windows cut into disjoint pieces, each summed once per class."""
+        spans, pieces = self._pieces()
         with connection.cursor() as cursor:
             cursor.execute(
-                _sums_sql(tuple(piece.kind for piece in pieces)),
-                [value for piece in pieces for value in (user_id, adapt(piece.lo), adapt(piece.hi))],
+                _sums_sql(tuple(piece.kind for piece in pieces)), _sums_params(self.subscription.user_id, pieces)
             )
             rows = cursor.fetchall()
 
@@ -326,30 +347,27 @@ class Usage:
         user_id = self.subscription.user_id
         if in_day:
             # A day bucket: its first hour with usage, from the hour buckets.
-            ranges, firsts = Q(pk__in=[]), {}
-            for index, (scope, day) in enumerate(in_day.items()):
-                span = Q(hour__gte=day, hour__lt=day + DAY)
-                ranges |= span
-                firsts[f"s{index}"] = Min("hour", filter=span & Q(klass__in=scope[1]))
-            found = UsageBucket.objects.filter(
-                ranges, user_id=user_id, span=UsageBucket.Span.HOUR, messages__gt=0
-            ).aggregate(**firsts)
-            for index, (scope, day) in enumerate(in_day.items()):
-                in_hour[scope] = _datetime(found[f"s{index}"]) or day
-        if in_hour:
-            ranges, firsts = Q(pk__in=[]), {}
-            for index, (scope, hour) in enumerate(in_hour.items()):
-                span = Q(created_at__gte=max(hour, self.start(scope[0])), created_at__lt=hour + HOUR)
-                ranges |= span
-                firsts[f"s{index}"] = Min("created_at", filter=span & _classes_q(scope[1]))
-            found = (
-                UsageEvent.objects.filter(ranges, user_id=user_id)
-                .exclude(state=UsageEvent.State.RELEASED)
-                .aggregate(**firsts)
+            found = _firsts(
+                "hour",
+                "FROM billing_usagebucket WHERE user_id = %s AND span = 'hour' AND messages > 0",
+                user_id,
+                [(day, day + DAY, _bucket_classes_sql(scope[1])) for scope, day in in_day.items()],
             )
-            for index, (scope, hour) in enumerate(in_hour.items()):
+            for (scope, day), first in zip(in_day.items(), found, strict=True):
+                in_hour[scope] = _datetime(first) or day
+        if in_hour:
+            found = _firsts(
+                "created_at",
+                "FROM billing_usageevent WHERE user_id = %s AND state <> 'released'",
+                user_id,
+                [
+                    (max(hour, self.start(scope[0])), hour + HOUR, _ledger_classes_sql(scope[1]))
+                    for scope, hour in in_hour.items()
+                ],
+            )
+            for (scope, hour), first in zip(in_hour.items(), found, strict=True):
                 # Pruned from the ledger: the bucket's hour is the best we know.
-                oldest[scope] = found[f"s{index}"] or hour
+                oldest[scope] = _datetime(first) or hour
         return oldest
 
     def _resets(self, limits: list[Limit]) -> dict[str, datetime | None]:
@@ -398,14 +416,34 @@ def _datetime(value) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed is not None and parsed.tzinfo is None else parsed
 
 
-def _classes_q(classes: tuple[str, ...]) -> Q:
-    q = Q(pk__in=[])
-    for klass in classes:
-        if klass == IMAGE:
-            q |= Q(kind=UsageEvent.Kind.IMAGE)
-        else:
-            q |= Q(kind=UsageEvent.Kind.MESSAGE, is_free_model=klass == FREE)
-    return q
+def _bucket_classes_sql(classes: tuple[str, ...]) -> str:
+    """A bucket of one of `classes`, as SQL (the classes are this module's constants)."""
+    return "klass IN ({})".format(", ".join(f"'{klass}'" for klass in classes))
+
+
+def _ledger_classes_sql(classes: tuple[str, ...]) -> str:
+    """A ledger row of one of `classes`, as SQL."""
+    of_class = {
+        IMAGE: "kind = 'image'",
+        FREE: "(kind = 'message' AND is_free_model)",
+        PAID: "(kind = 'message' AND NOT is_free_model)",
+    }
+    return "({})".format(" OR ".join(of_class[klass] for klass in classes))
+
+
+def _firsts(column: str, source: str, user_id: int, ranges: list[tuple[datetime, datetime, str]]) -> list:
+    """The first `column` of each range (from, until, condition), in one statement reading only the ranges."""
+    spans = [f"{column} >= %s AND {column} < %s" for _ in ranges]
+    firsts = ", ".join(
+        f"MIN({column}) FILTER (WHERE {span} AND {condition})"
+        for span, (_, _, condition) in zip(spans, ranges, strict=True)
+    )
+    anywhere = " OR ".join(f"({span})" for span in spans)
+    adapt = connection.ops.adapt_datetimefield_value
+    bounds = [value for start, end, _ in ranges for value in (adapt(start), adapt(end))]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {firsts} {source} AND ({anywhere})", [*bounds, user_id, *bounds])
+        return list(cursor.fetchone())
 
 
 @dataclass(frozen=True)

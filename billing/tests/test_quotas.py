@@ -8,7 +8,7 @@ import io
 import math
 import threading
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -810,3 +810,25 @@ def test_concurrent_reservations_never_pass_the_limit(user, default_tier, ai_mod
     assert sorted(outcomes) == ["refused"] * 15 + ["reserved"] * 5
     assert UsageEvent.objects.filter(user=user).count() == 5
     assert UsageBucket.objects.filter(user=user, span="hour").aggregate(n=Sum("messages"))["n"] == 5
+
+
+def test_the_usage_statement_stays_within_what_psycopg_converts_once(user, default_tier):
+    # psycopg turns %(name)s into $n by parsing the statement; it keeps the result only for
+    # statements of at most MAX_CACHED_STATEMENT_LENGTH bytes and MAX_CACHED_STATEMENT_PARAMS
+    # values, and parses anything longer again at every send. The most pieces a statement can
+    # have come from a period that begins mid-hour, mid-week, with replies in flight.
+    from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH, MAX_CACHED_STATEMENT_PARAMS
+
+    subscription = subscription_current(user=user)
+    base = datetime(2026, 3, 4, 0, 0, 7, tzinfo=UTC)
+    most = (0, 0, 0)
+    for minutes in range(0, 3 * 24 * 60, 23):
+        now = base + minutes * MINUTE
+        for period in (20 * MINUTE, 5 * HOUR + 3 * MINUTE, 2 * DAY + 7 * MINUTE, 9 * DAY + 41 * MINUTE, 40 * DAY):
+            subscription.start_date = now - period
+            sql, params = Usage(subscription, now, in_flight_since=now - 5 * MINUTE).statement()
+            most = max(most, (sql.count(" UNION ALL ") + 1, len(sql.encode()), len(params)))
+    pieces, size, values = most
+    assert pieces >= 20  # the worst case was reached
+    assert size <= MAX_CACHED_STATEMENT_LENGTH
+    assert values <= MAX_CACHED_STATEMENT_PARAMS
