@@ -141,9 +141,7 @@ class ChatSessionViewSet(
         return selectors.session_list(user=self.request.user)
 
     def get_object(self):
-        session = selectors.session_get(user=self.request.user, session_id=self.kwargs["pk"])
-        if session is None:
-            raise Http404("No such chat.")
+        session = selectors.session_get_or_404(user=self.request.user, session_id=self.kwargs["pk"])
         self.check_object_permissions(self.request, session)
         return session
 

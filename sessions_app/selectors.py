@@ -2,6 +2,7 @@
 
 from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.http import Http404
 from django.utils.html import escape
 
 from chatbots.models import AIModel
@@ -41,6 +42,14 @@ def session_get(*, user, session_id: int | str) -> ChatSession | None:
     if connection.vendor != "postgresql":
         return session_list(user=user).filter(pk=session_id).first()
     return _SESSION.first("WHERE m.id = %s AND m.user_id = %s", [int(session_id), user.pk])
+
+
+def session_get_or_404(*, user, session_id: int | str) -> ChatSession:
+    """The user's chat, as session_get; a missing chat and another user's chat are the same 404."""
+    session = session_get(user=user, session_id=session_id)
+    if session is None:
+        raise Http404("No such chat.")
+    return session
 
 
 def session_any(*, session_id: int) -> ChatSession | None:

@@ -43,14 +43,6 @@ UPSTREAM_TEXT = {
 _MARK = re.compile(r"<mark>(.*?)</mark>", re.DOTALL)
 
 
-def _session_or_404(request, session_id: int) -> ChatSession:
-    # Scoped to the owner: another user's chat is indistinguishable from a missing one.
-    session = selectors.session_get(user=request.user, session_id=session_id)
-    if session is None:
-        raise Http404("No such chat.")
-    return session
-
-
 def _message_url(session: ChatSession, message: ChatMessage | None = None) -> str:
     url = reverse("chat:detail", args=[session.pk])
     return f"{url}#m-{message.message_id}" if message is not None else url
@@ -235,7 +227,9 @@ def usage_hint_text(headroom) -> str:
 @require_GET
 def usage_hint(request, session_id: int):
     """The hint by the composer, read again by the page after each reply."""
-    return JsonResponse({"hint": _usage_hint(request, _session_or_404(request, session_id))})
+    return JsonResponse(
+        {"hint": _usage_hint(request, selectors.session_get_or_404(user=request.user, session_id=session_id))}
+    )
 
 
 def _render_detail(
@@ -282,7 +276,7 @@ def _render_detail(
 @login_required
 @require_GET
 def detail(request, session_id: int):
-    return _render_detail(request, _session_or_404(request, session_id))
+    return _render_detail(request, selectors.session_get_or_404(user=request.user, session_id=session_id))
 
 
 def _was_saved(session: ChatSession, content: str) -> bool:
@@ -323,7 +317,7 @@ def page_with_reply(sync_view):
 @login_required
 @require_POST
 def send(request, session_id: int):
-    session = _session_or_404(request, session_id)
+    session = selectors.session_get_or_404(user=request.user, session_id=session_id)
     form = SendForm(request.POST)
     if not form.is_valid():
         return _render_detail(request, session, send_form=form, status=400)
@@ -349,7 +343,7 @@ def send(request, session_id: int):
 @login_required
 @require_POST
 def regenerate(request, session_id: int):
-    session = _session_or_404(request, session_id)
+    session = selectors.session_get_or_404(user=request.user, session_id=session_id)
 
     def failed(exc: ChatsiteError) -> HttpResponse:
         saved = not isinstance(exc, InvalidInput)  # invalid: there was nothing to answer, or a reply is running
@@ -369,7 +363,7 @@ def regenerate(request, session_id: int):
 @login_required
 @require_POST
 def rename(request, session_id: int):
-    session = _session_or_404(request, session_id)
+    session = selectors.session_get_or_404(user=request.user, session_id=session_id)
     form = RenameForm(request.POST)
     if form.is_valid():
         try:
@@ -385,7 +379,7 @@ def rename(request, session_id: int):
 @login_required
 @require_http_methods(["GET", "POST"])
 def delete(request, session_id: int):
-    session = _session_or_404(request, session_id)
+    session = selectors.session_get_or_404(user=request.user, session_id=session_id)
     if request.method == "POST":
         title = session.title
         services.session_delete(session=session)
@@ -398,7 +392,7 @@ def delete(request, session_id: int):
 @login_required
 @require_http_methods(["GET", "POST"])
 def edit(request, session_id: int, message_id: uuid.UUID):
-    session = _session_or_404(request, session_id)
+    session = selectors.session_get_or_404(user=request.user, session_id=session_id)
     message = (
         selectors.message_list(session=session)
         .filter(message_id=message_id, message_type=ChatMessage.Type.USER, disabled=False)
@@ -444,7 +438,7 @@ def _next_or(request, default: str) -> str:
 @login_required
 @require_POST
 def pin(request, session_id: int):
-    session = _session_or_404(request, session_id)
+    session = selectors.session_get_or_404(user=request.user, session_id=session_id)
     services.session_pin(session=session, pinned=request.POST.get("pinned") == "true")
     return redirect(_next_or(request, _message_url(session)))
 
@@ -452,7 +446,7 @@ def pin(request, session_id: int):
 @login_required
 @require_POST
 def switch_model(request, session_id: int):
-    session = _session_or_404(request, session_id)
+    session = selectors.session_get_or_404(user=request.user, session_id=session_id)
     models = list(ai_model_list(model_type=session.chatbot.chatbot_type))
     form = ModelForm(request.POST, models=models)
     if form.is_valid():
@@ -470,7 +464,7 @@ def switch_model(request, session_id: int):
 @login_required
 @require_POST
 def switch_version(request, session_id: int, message_id: uuid.UUID):
-    session = _session_or_404(request, session_id)
+    session = selectors.session_get_or_404(user=request.user, session_id=session_id)
     try:
         services.version_switch(session=session, message_id=message_id)
     except ChatsiteError as exc:
