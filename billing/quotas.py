@@ -151,12 +151,13 @@ def _sums_sql(kinds: tuple[str, ...]) -> str:
     )
 
 
-def _sums_params(user_id: int, pieces: list["_Piece"]) -> dict:
+def _sums_statement(user_id: int, pieces: list["_Piece"]) -> tuple[str, dict]:
+    """The statement summing `pieces` of the user's usage, with its values."""
     adapt = connection.ops.adapt_datetimefield_value
     params: dict = {"u": user_id}
     for n, piece in enumerate(pieces):
         params[f"a{n}"], params[f"b{n}"] = adapt(piece.lo), adapt(piece.hi)
-    return params
+    return _sums_sql(tuple(piece.kind for piece in pieces)), params
 
 
 @dataclass(frozen=True)
@@ -258,16 +259,13 @@ class Usage:
 
     def statement(self) -> tuple[str, dict]:
         """The one statement `load` runs, with its values."""
-        _, pieces = self._pieces()
-        return _sums_sql(tuple(piece.kind for piece in pieces)), _sums_params(self.subscription.user_id, pieces)
+        return _sums_statement(self.subscription.user_id, self._pieces()[1])
 
     def load(self) -> "Usage":
         """Sum every limit in one query: the windows cut into disjoint pieces, each summed once per class."""
         spans, pieces = self._pieces()
         with connection.cursor() as cursor:
-            cursor.execute(
-                _sums_sql(tuple(piece.kind for piece in pieces)), _sums_params(self.subscription.user_id, pieces)
-            )
+            cursor.execute(*_sums_statement(self.subscription.user_id, pieces))
             rows = cursor.fetchall()
 
         sums: dict[tuple[str, str], _Sum] = {}
