@@ -45,10 +45,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Synchronous only, first and last: under ASGI the whole chain then runs in one hop to the
-    # request's thread. Django runs a middleware that can be either in the mode of the one
-    # below it, so one that could be async at the bottom would be called from the loop, with a
-    # hop to a thread and back for each of its methods (which a loaded worker pays for dearly).
+    # Synchronous, and first: under ASGI the whole chain then runs in one hop to the request's
+    # thread, instead of one hop per middleware method (which a loaded worker pays for dearly).
     "chatsite.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -57,9 +55,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "chatsite.middleware.PrivateAnswersMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "chatsite.middleware.PrivateAnswersMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
