@@ -47,6 +47,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Synchronous, and first: under ASGI the whole chain then runs in one hop to the request's
     # thread, instead of one hop per middleware method (which a loaded worker pays for dearly).
+    # The last two still run on the loop. With a synchronous one last as well, so that none
+    # did, the request threads held the interpreter longer and the loop answered later:
+    # BENCHMARKS.md, 2026-12-04.
     "chatsite.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
