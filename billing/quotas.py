@@ -115,8 +115,10 @@ HOUR_FIRSTS = "hour_firsts"
 # columns are named once, in the first piece. The statement stays short and names its values
 # (the user once as u, each piece's ends as a{n}, b{n}), so psycopg converts it once per process
 # rather than at every send: it caches statements up to 4,096 bytes and 50 values.
+# A ledger row's class, as its buckets keep it: an image, or a message on a free or a paid model.
+_LEDGER_CLASS = "CASE WHEN kind='image' THEN 'image' WHEN is_free_model THEN 'free' ELSE 'paid' END"
 _LEDGER_SQL = (
-    "SELECT {n}{piece},CASE WHEN kind='image' THEN 'image' WHEN is_free_model THEN 'free' ELSE 'paid' END{klass},"
+    "SELECT {n}{piece}," + _LEDGER_CLASS + "{klass},"  # noqa: S608 (constants only)
     "1{messages},billed_tokens{tokens},cost_usd,created_at{at} FROM billing_usageevent "
     "WHERE user_id=%(u)s AND created_at>=%(a{n})s AND created_at<%(b{n})s AND state<>'released'"
 )
@@ -349,7 +351,7 @@ class Usage:
                 "hour",
                 "FROM billing_usagebucket WHERE user_id = %s AND span = 'hour' AND messages > 0",
                 user_id,
-                [(day, day + DAY, _bucket_classes_sql(scope[1])) for scope, day in in_day.items()],
+                [(day, day + DAY, _classes_sql("klass", scope[1])) for scope, day in in_day.items()],
             )
             for (scope, day), first in zip(in_day.items(), found, strict=True):
                 in_hour[scope] = _datetime(first) or day
@@ -359,7 +361,7 @@ class Usage:
                 "FROM billing_usageevent WHERE user_id = %s AND state <> 'released'",
                 user_id,
                 [
-                    (max(hour, self.start(scope[0])), hour + HOUR, _ledger_classes_sql(scope[1]))
+                    (max(hour, self.start(scope[0])), hour + HOUR, _classes_sql(_LEDGER_CLASS, scope[1]))
                     for scope, hour in in_hour.items()
                 ],
             )
@@ -414,19 +416,9 @@ def _datetime(value) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed is not None and parsed.tzinfo is None else parsed
 
 
-def _bucket_classes_sql(classes: tuple[str, ...]) -> str:
-    """A bucket of one of `classes`, as SQL (the classes are this module's constants)."""
-    return "klass IN ({})".format(", ".join(f"'{klass}'" for klass in classes))
-
-
-def _ledger_classes_sql(classes: tuple[str, ...]) -> str:
-    """A ledger row of one of `classes`, as SQL."""
-    of_class = {
-        IMAGE: "kind = 'image'",
-        FREE: "(kind = 'message' AND is_free_model)",
-        PAID: "(kind = 'message' AND NOT is_free_model)",
-    }
-    return "({})".format(" OR ".join(of_class[klass] for klass in classes))
+def _classes_sql(klass: str, classes: tuple[str, ...]) -> str:
+    """`klass` (a column, or _LEDGER_CLASS) is one of `classes`, as SQL (the classes are this module's constants)."""
+    return "{} IN ({})".format(klass, ", ".join(f"'{name}'" for name in classes))
 
 
 def _firsts(column: str, source: str, user_id: int, ranges: list[tuple[datetime, datetime, str]]) -> list:
