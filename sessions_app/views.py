@@ -227,9 +227,8 @@ def usage_hint_text(headroom) -> str:
 @require_GET
 def usage_hint(request, session_id: int):
     """The hint by the composer, read again by the page after each reply."""
-    return JsonResponse(
-        {"hint": _usage_hint(request, selectors.session_get_or_404(user=request.user, session_id=session_id))}
-    )
+    session = selectors.session_get_or_404(user=request.user, session_id=session_id)
+    return JsonResponse({"hint": _usage_hint(request, session)})
 
 
 def _render_detail(
