@@ -16,6 +16,8 @@ from contextlib import asynccontextmanager
 import httpx
 from django.conf import settings
 
+from .network import AsyncioBackend
+
 
 class _Shards:
     """A long-lived loop's clients: several small pools in place of one large one.
@@ -91,7 +93,18 @@ def _new_async_client(*, shards: int = 1, verify: ssl.SSLContext | bool = True) 
     )
     # Redirects are followed (an image URL on a CDN often redirects); httpx drops the
     # Authorization header when one leaves the upstream's origin.
-    return httpx.AsyncClient(limits=limits, timeout=upstream_timeout(), follow_redirects=True, verify=verify)
+    client = httpx.AsyncClient(limits=limits, timeout=upstream_timeout(), follow_redirects=True, verify=verify)
+    # httpx builds httpcore's pools (one more per proxy the environment names) and takes no
+    # network backend: it is set on each of them here, before any opens a connection.
+    for transport in (client._transport, *client._mounts.values()):
+        pool = getattr(transport, "_pool", None)
+        if pool is not None:
+            pool._network_backend = _backend
+    return client
+
+
+# Stateless: one serves every pool.
+_backend = AsyncioBackend()
 
 
 def upstream_timeout() -> httpx.Timeout:
