@@ -4,6 +4,8 @@ import uuid
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework import serializers
 
 from billing.models import ChatSessionUsage, UsageEvent
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
@@ -309,6 +311,28 @@ def test_listed_messages_match_the_saved_ones_with_their_models(api_client, chat
 
     assert response.json()["messages"] == json.loads(json.dumps(expected))
     assert [m["ai_model"] for m in response.json()["messages"]] == [None, "openai/gpt-4", "vendor/other", None]
+
+
+def test_a_message_is_shown_exactly_as_drfs_model_serializer_shows_it(chat_session, settings):
+    settings.TIME_ZONE = "Europe/Berlin"  # not UTC: the times keep their offset as DRF writes them
+    messages = [
+        ChatMessageFactory(session=chat_session, ai_model=None, parent_message_id=None),
+        ChatMessageFactory(
+            session=chat_session,
+            message_type=ChatMessage.Type.ASSISTANT,
+            ai_model=AIModelFactory(model_id="vendor/other"),
+            status=ChatMessage.Status.PARTIAL,
+            image_url="/media/generated/x.png",
+            tokens_count=0,
+        ),
+        ChatMessageFactory(session=chat_session, edited_at=timezone.now(), disabled=True, content="<b>&</b> ünï"),
+    ]
+
+    for message in ChatMessage.objects.filter(pk__in=[m.pk for m in messages]).order_by("pk"):
+        serializer = ChatMessageSerializer(message)
+        drf = serializers.ModelSerializer.to_representation(serializer, message)  # built from the fields
+        assert serializer.data == drf
+        assert list(serializer.data) == list(drf)  # the same keys in the same order
 
 
 @pytest.mark.parametrize("session_id", ["0", "999999", "99999999999999999999999", "abc", "1.0", "-1"])
