@@ -36,6 +36,9 @@ class _Connection(asyncio.Protocol):
         self.reading_paused = False
         self.readable: asyncio.Future | None = None
         self.writable: asyncio.Future | None = None
+        # The read timeout: when the waiting read fails, and the one timer that checks it.
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -58,6 +61,36 @@ class _Connection(asyncio.Protocol):
         self.error = exc
         _wake(self.readable)
         _wake(self.writable)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def wait_readable(self, timeout: float | None) -> asyncio.Future:
+        """A future for the next bytes, failed with TimeoutError if none come within `timeout` seconds.
+
+        A stream waits for every piece, so the timer is not armed and cancelled each time: the
+        wait moves the deadline, and the timer, when it fires early, sets itself again for it.
+        """
+        loop = asyncio.get_running_loop()
+        self.readable = loop.create_future()
+        if timeout is not None:
+            self.deadline = loop.time() + timeout
+            if self.timer is None or self.timer.when() > self.deadline:
+                if self.timer is not None:
+                    self.timer.cancel()
+                self.timer = loop.call_at(self.deadline, self._check_deadline)
+        return self.readable
+
+    def _check_deadline(self) -> None:
+        self.timer = None
+        readable = self.readable
+        if readable is None or readable.done():
+            return  # nothing waits: the next wait arms the timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self.deadline:
+            readable.set_exception(TimeoutError())
+        else:
+            self.timer = loop.call_at(self.deadline, self._check_deadline)
 
     def pause_writing(self) -> None:
         if self.writable is None:
@@ -101,9 +134,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                 raise httpcore.ReadError(str(connection.error) or type(connection.error).__name__)
             if connection.eof:
                 return b""
-            connection.readable = asyncio.get_running_loop().create_future()
             try:
-                await _wait(connection.readable, timeout)
+                await connection.wait_readable(timeout)
             except TimeoutError:
                 raise httpcore.ReadTimeout("timed out reading from the upstream") from None
             finally:

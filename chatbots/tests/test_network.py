@@ -162,6 +162,28 @@ def test_a_silent_server_is_a_read_timeout(run):
     assert run(scenario()) < 2
 
 
+def test_the_read_timeout_counts_from_the_last_piece_not_from_the_first(run):
+    async def then_silent(reader, writer) -> bool:
+        writer.write(HEAD)
+        for n in range(6):  # 0.6 s of pieces, each well within the 0.3 s the client waits
+            writer.write(chunked(b"%d" % n)[:-5])
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(5)
+        return False
+
+    async def scenario():
+        received = []
+        async with Server(then_silent) as server, _new_async_client() as client:
+            with pytest.raises(httpx.ReadTimeout):
+                async with client.stream("GET", server.url, timeout=httpx.Timeout(5, read=0.3)) as response:
+                    async for part in response.aiter_raw():
+                        received.append(part)
+        return b"".join(received)
+
+    assert run(scenario()) == b"012345"
+
+
 def test_a_body_cut_short_is_an_http_error_and_a_refused_connection_a_connect_error(run, refused_base_url):
     async def cut(reader, writer) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
