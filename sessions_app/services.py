@@ -16,6 +16,7 @@ from billing.services import quota_headroom, usage_reserve
 from chatbots.models import AIModel, Chatbot, ContentType
 from chatbots.providers.base import Message, estimate_prompt_tokens, estimate_tokens
 from chatsite.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from chatsite.rows import Inserted
 from chatsite.text import is_blank
 from sessions_app import selectors
 from sessions_app.lifecycle import ORPHANED_AFTER, ReplyJob, reply_mark_stopped, reply_reap
@@ -161,6 +162,10 @@ _HISTORY = (
 )
 
 
+# The messages of a send, inserted as create() would (no signal listens to them).
+_MESSAGE = Inserted(ChatMessage)
+
+
 def _history(session: ChatSession) -> list[tuple[str, str]]:
     return [(kind, content) for kind, content, _ in _history_rows(session)]
 
@@ -203,10 +208,10 @@ def _reply_begin(
     if session.auto_generate_title and session.title == DEFAULT_TITLE:
         # The chat's first user message, which no edit ever disables.
         title_from = next((content for kind, content in history if kind == ChatMessage.Type.USER), None)
-    reply = ChatMessage.objects.create(
+    reply = _MESSAGE.save(ChatMessage(
         session=session, message_type=ChatMessage.Type.ASSISTANT, ai_model=model,
         status=ChatMessage.Status.GENERATING, reply_to=reply_to, parent_message_id=reply_to.message_id,
-    )  # fmt: skip
+    ))  # fmt: skip
     event = usage_reserve(
         user=user, session=session, ai_model=model, message=reply,
         kind=UsageEvent.Kind.IMAGE if is_image else UsageEvent.Kind.MESSAGE,
@@ -262,12 +267,12 @@ def message_send(*, session: ChatSession, user, content: str, client_message_id:
         with transaction.atomic():
             # The history read once: the new message follows its last message, and the reply sees it all.
             rows = _history_rows(session)
-            user_message = ChatMessage.objects.create(
+            user_message = _MESSAGE.save(ChatMessage(
                 session=session, message_type=ChatMessage.Type.USER, content=content,
                 tokens_count=estimate_tokens(content), client_message_id=client_message_id,
                 request_hash=_request_hash(content) if client_message_id else "",
                 parent_message_id=rows[-1][2] if rows else None,
-            )  # fmt: skip
+            ))  # fmt: skip
             history = [(kind, text) for kind, text, _ in rows] + [(ChatMessage.Type.USER, content)]
             reply, job = _reply_begin(session=session, user=user, reply_to=user_message, history=history)
     except IntegrityError:

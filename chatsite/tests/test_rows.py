@@ -1,6 +1,7 @@
-"""The hot reads written as SQL once (chatsite.rows): the same instances as the ORM's, the same lock."""
+"""The hot reads and inserts written as SQL once (chatsite.rows): the same instances as the ORM's, the same lock."""
 
 import os
+import uuid
 
 import psycopg
 import pytest
@@ -9,8 +10,10 @@ from django.db import connection, transaction
 from billing.models import UserSubscription
 from billing.selectors import subscription_current_get
 from chatsite.database import conninfo
+from chatsite.rows import Inserted
 from sessions_app import selectors
-from sessions_app.models import ChatSession
+from sessions_app.models import ChatMessage, ChatSession
+from sessions_app.tests.factories import ChatMessageFactory
 
 
 def _postgresql() -> None:
@@ -85,3 +88,29 @@ def test_a_statement_run_often_on_a_connection_is_prepared_there(chat_session):
         prepared = [statement for (statement,) in cursor.fetchall()]
     # Prepared with its parameters apart ($1, $2): server-side binding.
     assert any("WHERE m.id = $1 AND m.user_id = $2" in statement for statement in prepared), prepared
+
+
+def test_an_inserted_message_is_saved_in_one_statement_as_create_saves_it(chat_session, django_assert_num_queries):
+    # On SQLite as well: the values are prepared by the fields, as the ORM prepares them.
+    user_message = ChatMessage.objects.filter(session=chat_session).first() or ChatMessageFactory(session=chat_session)
+    fields = {
+        "session": chat_session, "message_type": ChatMessage.Type.ASSISTANT, "ai_model": chat_session.ai_model,
+        "status": ChatMessage.Status.GENERATING, "reply_to": user_message,
+        "parent_message_id": user_message.message_id, "content": "ünï <b>", "request_hash": "ab" * 32,
+    }  # fmt: skip
+    created = ChatMessage.objects.create(**fields, client_message_id=uuid.uuid4())
+    key = uuid.uuid4()
+    inserted = ChatMessage(**fields, client_message_id=key)
+    with django_assert_num_queries(1):
+        Inserted(ChatMessage).save(inserted)
+
+    assert inserted.pk > created.pk
+    assert inserted._state.adding is False and inserted._state.db == "default"
+    assert inserted.created_at and inserted.updated_at  # the auto_now fields filled as save() fills them
+    saved = _fields(ChatMessage.objects.get(pk=inserted.pk))
+    assert saved == _fields(inserted)
+    assert saved["client_message_id"] == key
+    differ = {"id", "message_id", "client_message_id", "created_at", "updated_at"}  # keys, a default, clocks
+    assert {k: v for k, v in saved.items() if k not in differ} == {
+        k: v for k, v in _fields(ChatMessage.objects.get(pk=created.pk)).items() if k not in differ
+    }
