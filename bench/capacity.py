@@ -420,7 +420,9 @@ def run_notes(row: dict, *, ramp: float, cut_after: float) -> list[str]:
         " stopped",
         f"/health/: {row['health_failed']} of {row['health_probes']} probes failed",
         f"PostgreSQL: max_connections {row['pg_limit']}, {row['pg_others']} held by other work when the run began",
-        f"CPU in cores over the run: workers {row['worker_cpu']:.2f}, load client {row['client_cpu']:.2f} (its loop"
+        f"CPU in cores over the run: workers {row['worker_cpu']:.2f}"
+        f" ({1000 * row['worker_cpu'] * row['wall'] / row['n']:.1f} ms a reply), load client {row['client_cpu']:.2f}"
+        " (its loop"
         f" late by {ms(row['client_lag_p99'])} ms p99, {ms(row['client_lag_max'])} ms at most), upstream"
         f" {row['upstream_cpu']:.2f} (its timers {ms(row['upstream_late_p95'])} ms late p95), the machine"
         f" {row['machine_cpu'] / 100 * 2:.2f} of 2",
@@ -543,7 +545,8 @@ def main() -> None:
                     print(f"capacity: {name} N={n}: {row['completed']}/{n} completed, first byte p95"
                           f" {ms(row['first_byte_p95'])} ms, piece p95 {ms(row['piece_p95'])} ms, /health/ worst"
                           f" {ms(row['health_worst'])} ms, PG {row['pg_peak']}, RSS {row['rss_peak'] / 2**20:.0f} MiB,"
-                          f" client CPU {row['client_cpu']:.2f}", flush=True)  # fmt: skip
+                          f" client CPU {row['client_cpu']:.2f}, workers' CPU"
+                          f" {1000 * row['worker_cpu'] * row['wall'] / n:.1f} ms a reply", flush=True)  # fmt: skip
         except Skip as skipped:
             entry["note"] = f"not run: {skipped}"
             print(f"capacity: {name} skipped: {skipped}", flush=True)
