@@ -5,9 +5,7 @@ import contextlib
 import logging
 
 import psycopg
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.contrib.messages.middleware import MessageMiddleware
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
@@ -86,21 +84,3 @@ class PrivateAnswersMiddleware:
         if settings.SESSION_COOKIE_NAME in request.COOKIES or "HTTP_AUTHORIZATION" in request.META:
             patch_cache_control(response, private=True, no_store=True)
         return response
-
-
-class LoopMessageMiddleware(MessageMiddleware):
-    """Django's messages, run on the loop unless the request used some (storing them may write the session).
-
-    Under ASGI, Django runs an async-capable middleware's methods through a hop to the
-    request's thread each, and back: two hops a request for this one, which a loaded
-    worker's request threads make wait behind other requests' work, before the first byte
-    of every answer. Making a storage reads nothing, and an unused one stores nothing.
-    """
-
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        self.process_request(request)
-        response = await self.get_response(request)
-        storage = request._messages
-        if storage.used or storage.added_new:
-            return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
-        return self.process_response(request, response)

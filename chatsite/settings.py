@@ -47,9 +47,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Synchronous, and first: under ASGI the whole chain then runs in one hop to the request's
     # thread, instead of one hop per middleware method (which a loaded worker pays for dearly).
-    # The last one runs on the loop, with no hop (chatsite.middleware). With a synchronous one
-    # last as well, so that none did, the request threads held the interpreter longer and the
-    # loop answered later: BENCHMARKS.md, 2026-12-04.
+    # The last two still run on the loop. With a synchronous one last as well, so that none
+    # did, the request threads held the interpreter longer and the loop answered later:
+    # BENCHMARKS.md, 2026-12-04.
     "chatsite.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -58,9 +58,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "chatsite.middleware.PrivateAnswersMiddleware",
-    "chatsite.middleware.LoopMessageMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
