@@ -1,4 +1,4 @@
-"""The ASGI worker's garbage collector: set for serving thousands of replies, at every worker's start."""
+"""The ASGI worker's start: its URLconf loaded and its garbage collector set for serving thousands of replies."""
 
 import gc
 import time
@@ -38,6 +38,9 @@ def test_every_worker_sets_its_collector_as_it_starts(tmp_path):
 
     assert len(started) == 2, server.stderr()
     assert all(f"thresholds {COLLECTOR_THRESHOLDS}" in line for line in started)
+    # Each worker imported its views as it started (the readiness probe, /health/, resolves no URL).
+    loaded = [line for line in server.stderr_path.read_text().splitlines() if "URLconf loaded:" in line]
+    assert len(loaded) == 2, server.stderr()
 
 
 def _collector_lines(server: AppServer) -> list[str]:
