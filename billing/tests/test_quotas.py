@@ -832,3 +832,23 @@ def test_the_usage_statement_stays_within_what_psycopg_converts_once(user, defau
     assert pieces >= 20  # the worst case was reached
     assert size <= MAX_CACHED_STATEMENT_LENGTH
     assert values <= MAX_CACHED_STATEMENT_PARAMS
+
+
+@pytest.mark.django_db(transaction=True)  # a read outside any transaction, as a page's
+def test_the_sums_of_a_reservation_run_on_the_generic_plan_and_nothing_outside_one_changes(user):
+    if connection.vendor != "postgresql":
+        pytest.skip("plan_cache_mode is PostgreSQL's")
+    subscription = UserSubscription.objects.get(user=user)
+
+    def mode() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW plan_cache_mode")
+            return cursor.fetchone()[0]
+
+    Usage(subscription, timezone.now()).load()  # a page's read, outside any transaction
+    assert mode() == "auto"
+    with transaction.atomic():
+        usage = Usage(subscription, timezone.now()).load()
+        assert mode() == "force_generic_plan"
+    assert mode() == "auto"  # SET LOCAL ended with the transaction
+    assert usage.used == Usage(subscription, timezone.now()).load().used

@@ -15,6 +15,7 @@ from django.db import connection
 
 from accounts.tests.factories import PASSWORD, UserFactory
 from billing.models import UsageEvent
+from billing.quotas import GENERIC_PLAN
 from billing.services import subscription_assign
 from billing.tests.factories import SubscriptionTypeFactory
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
@@ -85,7 +86,7 @@ def send(server: AppServer, http: requests.Session, chat, text: str) -> requests
     return response
 
 
-def test_a_send_reaches_postgresql_as_12_statements_besides_begin_and_commit(tapped_server, chat):
+def test_a_send_reaches_postgresql_as_13_statements_besides_begin_and_commit(tapped_server, chat):
     server, tap = tapped_server
     http = http_session(sign_in(server.url, chat.user.email, PASSWORD))
 
@@ -101,14 +102,16 @@ def test_a_send_reaches_postgresql_as_12_statements_besides_begin_and_commit(tap
     # Two transactions: the user's message, the reply and its reservation; the reply's end and its charge.
     assert [sql for sql in first if sql in TRANSACTION_CONTROL] == ["BEGIN", "COMMIT"] * 2
     # The session, the user, the chat with chatbot and model; the user message, the history, the empty
-    # reply, the locked subscription, the quota sums, the ledger row with its buckets; the reply written,
-    # the usage settled with its buckets and the chat's totals, the chat touched and named.
+    # reply, the locked subscription, the generic plan and the quota sums run on it, the ledger row with
+    # its buckets; the reply written, the usage settled with its buckets and the chat's totals, the chat
+    # touched and named.
     data = [sql for sql in first if sql not in TRANSACTION_CONTROL]
-    assert len(data) == 12, "\n".join(sql[:120] for sql in data)
+    assert len(data) == 13, "\n".join(sql[:120] for sql in data)
+    assert data[data.index(GENERIC_PLAN) + 1].startswith("SELECT piece,klass"), data
     # Later the same, the chat only touched: the tightest limit (hourly messages) counts the first send
     # from its hour bucket, and when that send leaves the window (X-RateLimit-Reset) came with the sums.
     data = [sql for sql in later if sql not in TRANSACTION_CONTROL]
-    assert len(data) == 12, "\n".join(sql[:120] for sql in data)
+    assert len(data) == 13, "\n".join(sql[:120] for sql in data)
     assert not [sql for sql in data if sql.startswith('SELECT MIN("billing_usageevent"."created_at")')]
     oldest = UsageEvent.objects.filter(user=chat.user).earliest("created_at")
     assert answer.headers["X-RateLimit-Reset"] == str(math.ceil((oldest.created_at + timedelta(hours=1)).timestamp()))
