@@ -272,11 +272,15 @@ class Usage:
         """The one statement `load` runs, with its values."""
         return _sums_statement(self.subscription.user_id, self._pieces()[1])
 
-    def load(self) -> "Usage":
-        """Sum every limit in one query: the windows cut into disjoint pieces, each summed once per class."""
+    def load(self, *, generic_plan: bool = False) -> "Usage":
+        """Sum every limit in one query: the windows cut into disjoint pieces, each summed once per class.
+
+        `generic_plan`: in a reservation's transaction, run the sums on PostgreSQL's generic plan
+        (GENERIC_PLAN) for the rest of it.
+        """
         spans, pieces = self._pieces()
         with connection.cursor() as cursor:
-            if connection.vendor == "postgresql" and connection.in_atomic_block:
+            if generic_plan and connection.vendor == "postgresql" and connection.in_atomic_block:
                 cursor.execute(GENERIC_PLAN)
             cursor.execute(*_sums_statement(self.subscription.user_id, pieces))
             rows = cursor.fetchall()

@@ -119,7 +119,7 @@ def usage_reserve(
         )
         cost = ai_model.price_usd(prompt_tokens, 0) if klass != FREE else Decimal(0)
         in_flight_since = now - in_flight_window if max_in_flight else None
-        usage = Usage(subscription, now, in_flight_since=in_flight_since).load()
+        usage = Usage(subscription, now, in_flight_since=in_flight_since).load(generic_plan=True)
         if max_in_flight and usage.in_flight >= max_in_flight:
             raise TooManyStreams(f"You have {max_in_flight} replies being generated already; wait for one to finish.")
         refusal = quota_check(usage=usage, tier=tier, klass=klass, tokens=tokens, cost=cost)

@@ -835,7 +835,7 @@ def test_the_usage_statement_stays_within_what_psycopg_converts_once(user, defau
 
 
 @pytest.mark.django_db(transaction=True)  # a read outside any transaction, as a page's
-def test_the_sums_of_a_reservation_run_on_the_generic_plan_and_nothing_outside_one_changes(user):
+def test_the_sums_of_a_reservation_run_on_the_generic_plan_and_no_other_read_changes_it(user):
     if connection.vendor != "postgresql":
         pytest.skip("plan_cache_mode is PostgreSQL's")
     subscription = UserSubscription.objects.get(user=user)
@@ -845,10 +845,12 @@ def test_the_sums_of_a_reservation_run_on_the_generic_plan_and_nothing_outside_o
             cursor.execute("SHOW plan_cache_mode")
             return cursor.fetchone()[0]
 
-    Usage(subscription, timezone.now()).load()  # a page's read, outside any transaction
+    Usage(subscription, timezone.now()).load(generic_plan=True)  # outside any transaction: nothing to set
     assert mode() == "auto"
     with transaction.atomic():
-        usage = Usage(subscription, timezone.now()).load()
+        Usage(subscription, timezone.now()).load()  # a page's read
+        assert mode() == "auto"
+        usage = Usage(subscription, timezone.now()).load(generic_plan=True)  # a reservation's
         assert mode() == "force_generic_plan"
     assert mode() == "auto"  # SET LOCAL ended with the transaction
     assert usage.used == Usage(subscription, timezone.now()).load().used
