@@ -106,23 +106,6 @@ def _wake(future: asyncio.Future | None) -> None:
         future.set_result(None)
 
 
-def _expire(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
-
-
-async def _wait(future: asyncio.Future, timeout: float | None) -> None:
-    """Wait for `future`, raising TimeoutError after `timeout` seconds (None: no limit)."""
-    if timeout is None:
-        await future
-        return
-    timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
-    try:
-        await future
-    finally:
-        timer.cancel()
-
-
 class AsyncioStream(httpcore.AsyncNetworkStream):
     def __init__(self, connection: _Connection) -> None:
         self._connection = connection
@@ -160,7 +143,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         transport.write(buffer)
         if connection.writable is not None:
             try:
-                await _wait(connection.writable, timeout)
+                async with asyncio.timeout(timeout):  # rare: only while the kernel's buffer is full
+                    await connection.writable
             except TimeoutError:
                 raise httpcore.WriteTimeout("timed out writing to the upstream") from None
             if connection.error is not None:
