@@ -353,6 +353,7 @@ def figures(*, n, client, monitor, database, sent, upstream, notes) -> dict:
         "client_lag_max": client["loop_lag_max_ms"],
         "client_lag_p99": client["loop_lag_p99_ms"],
         "worker_cpu": monitor.worker_cpu / wall,
+        "worker_ms_per_reply": 1000 * monitor.worker_cpu / n,
         "upstream_cpu": (after["cpu_seconds"] - before["cpu_seconds"]) / wall,
         "upstream_late_p95": after["late_p95_ms"],
         "upstream_peak": after["peak"],
@@ -421,7 +422,7 @@ def run_notes(row: dict, *, ramp: float, cut_after: float) -> list[str]:
         f"/health/: {row['health_failed']} of {row['health_probes']} probes failed",
         f"PostgreSQL: max_connections {row['pg_limit']}, {row['pg_others']} held by other work when the run began",
         f"CPU in cores over the run: workers {row['worker_cpu']:.2f}"
-        f" ({1000 * row['worker_cpu'] * row['wall'] / row['n']:.1f} ms a reply), load client {row['client_cpu']:.2f}"
+        f" ({row['worker_ms_per_reply']:.1f} ms a reply), load client {row['client_cpu']:.2f}"
         " (its loop"
         f" late by {ms(row['client_lag_p99'])} ms p99, {ms(row['client_lag_max'])} ms at most), upstream"
         f" {row['upstream_cpu']:.2f} (its timers {ms(row['upstream_late_p95'])} ms late p95), the machine"
@@ -546,7 +547,7 @@ def main() -> None:
                           f" {ms(row['first_byte_p95'])} ms, piece p95 {ms(row['piece_p95'])} ms, /health/ worst"
                           f" {ms(row['health_worst'])} ms, PG {row['pg_peak']}, RSS {row['rss_peak'] / 2**20:.0f} MiB,"
                           f" client CPU {row['client_cpu']:.2f}, workers' CPU"
-                          f" {1000 * row['worker_cpu'] * row['wall'] / n:.1f} ms a reply", flush=True)  # fmt: skip
+                          f" {row['worker_ms_per_reply']:.1f} ms a reply", flush=True)  # fmt: skip
         except Skip as skipped:
             entry["note"] = f"not run: {skipped}"
             print(f"capacity: {name} skipped: {skipped}", flush=True)
