@@ -166,6 +166,7 @@ class Monitor:
         # Listing a process tree reads all of /proc: done once, and again only if a worker went.
         self.workers = server.workers()
         self.cpu_before = self._worker_cpu()
+        self.postgres_before = postgres_cpu()
 
     def __enter__(self) -> "Monitor":
         psutil.cpu_percent()  # starts the machine's count
@@ -176,6 +177,7 @@ class Monitor:
     def __exit__(self, *exc_info) -> None:
         self.machine_cpu = psutil.cpu_percent()
         self.worker_cpu = sum(self._worker_cpu().values()) - sum(self.cpu_before.values())
+        self.postgres_cpu = postgres_cpu() - self.postgres_before
         self.stopping.set()
         for thread in self.threads:
             thread.join()
@@ -221,6 +223,19 @@ class Monitor:
                 times = worker.cpu_times()
                 seconds[worker.pid] = times.user + times.system
         return seconds
+
+
+def postgres_cpu() -> float:
+    """The CPU seconds of PostgreSQL on this machine so far: its processes, and the backends that have ended."""
+    processes = {p.pid: p for p in psutil.process_iter(["name", "ppid"]) if p.info["name"] == "postgres"}
+    seconds = 0.0
+    for process in processes.values():
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            seconds += times.user + times.system
+            if process.info["ppid"] not in processes:  # the postmaster: its ended children count as its own
+                seconds += times.children_user + times.children_system
+    return seconds
 
 
 # One run: one server, N sends.
@@ -354,6 +369,8 @@ def figures(*, n, client, monitor, database, sent, upstream, notes) -> dict:
         "client_lag_p99": client["loop_lag_p99_ms"],
         "worker_cpu": monitor.worker_cpu / wall,
         "worker_ms_per_reply": 1000 * monitor.worker_cpu / n,
+        "postgres_cpu": monitor.postgres_cpu / wall,
+        "postgres_ms_per_reply": 1000 * monitor.postgres_cpu / n,
         "upstream_cpu": (after["cpu_seconds"] - before["cpu_seconds"]) / wall,
         "upstream_late_p95": after["late_p95_ms"],
         "upstream_peak": after["peak"],
@@ -422,7 +439,8 @@ def run_notes(row: dict, *, ramp: float, cut_after: float) -> list[str]:
         f"/health/: {row['health_failed']} of {row['health_probes']} probes failed",
         f"PostgreSQL: max_connections {row['pg_limit']}, {row['pg_others']} held by other work when the run began",
         f"CPU in cores over the run: workers {row['worker_cpu']:.2f}"
-        f" ({row['worker_ms_per_reply']:.1f} ms a reply), load client {row['client_cpu']:.2f}"
+        f" ({row['worker_ms_per_reply']:.1f} ms a reply), PostgreSQL {row.get('postgres_cpu', math.nan):.2f}"
+        f" ({row.get('postgres_ms_per_reply', math.nan):.1f} ms a reply), load client {row['client_cpu']:.2f}"
         " (its loop"
         f" late by {ms(row['client_lag_p99'])} ms p99, {ms(row['client_lag_max'])} ms at most), upstream"
         f" {row['upstream_cpu']:.2f} (its timers {ms(row['upstream_late_p95'])} ms late p95), the machine"
@@ -512,6 +530,7 @@ def section(store: dict, *, ramp: float, cut_after: float) -> str:
 
 
 def main() -> None:
+    global PIECES  # the run's pieces per reply, read where the sends are checked
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", default=",".join(map(str, NS)), help="comma-separated N (default %(default)s)")
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, of: %(default)s")
@@ -523,7 +542,16 @@ def main() -> None:
         help="seconds after the last start when the sends still open are cut (default %(default)s)",
     )
     parser.add_argument("--keep-going", action="store_true", help="run larger N after fewer than half completed")
+    parser.add_argument(
+        "--pieces",
+        type=int,
+        default=PIECES,
+        help="pieces per reply (default %(default)s); 1 measures what a send costs apart from streaming,"
+        " and a run with other than the default is printed, not stored",
+    )
     args = parser.parse_args()
+    stored = args.pieces == PIECES
+    PIECES = args.pieces
     ns = sorted({int(n) for n in args.n.split(",")})
     names = [name.strip() for name in args.servers.split(",")]
     unknown = [name for name in names if name not in SERVERS]
@@ -547,11 +575,15 @@ def main() -> None:
                           f" {ms(row['first_byte_p95'])} ms, piece p95 {ms(row['piece_p95'])} ms, /health/ worst"
                           f" {ms(row['health_worst'])} ms, PG {row['pg_peak']}, RSS {row['rss_peak'] / 2**20:.0f} MiB,"
                           f" client CPU {row['client_cpu']:.2f}, workers' CPU"
-                          f" {row['worker_ms_per_reply']:.1f} ms a reply", flush=True)  # fmt: skip
+                          f" {row['worker_ms_per_reply']:.1f} ms a reply, PostgreSQL's"
+                          f" {row['postgres_ms_per_reply']:.1f} ms", flush=True)  # fmt: skip
         except Skip as skipped:
             entry["note"] = f"not run: {skipped}"
             print(f"capacity: {name} skipped: {skipped}", flush=True)
-        STORE.write_text(json.dumps(store, default=str))
+        if stored:
+            STORE.write_text(json.dumps(store, default=str))
+    if not stored:
+        return
     store["_written"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
     store["_machine"] = common.machine()
     STORE.write_text(json.dumps(store, default=str))

@@ -240,24 +240,18 @@ def usage_settle(
     never charged twice and no read is needed first. It is left as it is and the settled
     event is returned, so a settle rolled back and tried again counts the difference again.
     """
-    model = event.ai_model
-    multiplier = model.token_cost_multiplier if model else Decimal(1)
-    tokens = billed_tokens(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, multiplier=multiplier)
-    if cost_usd is None:
-        cost_usd = model.price_usd(prompt_tokens, completion_tokens) if model else Decimal(0)
-    reserved_tokens, reserved_cost = event.billed_tokens, event.cost_usd
-    event = copy.copy(event)
-    event.prompt_tokens, event.completion_tokens = prompt_tokens, completion_tokens
-    event.billed_tokens, event.cost_usd, event.state = tokens, cost_usd, UsageEvent.State.SETTLED
-    change = {"tokens": tokens - reserved_tokens, "cost": Decimal(cost_usd) - reserved_cost}
+    event, change = _settled(event, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost_usd)
     if connection.vendor == "postgresql":
-        settled = _settle_counted(event, **change)
+        items, params = _settle_items(event, **change)
+        with connection.cursor() as cursor:
+            cursor.execute(f"WITH {items} SELECT count(*) FROM settled", params)  # noqa: S608 (SQL of this module)
+            settled = cursor.fetchone()[0]
     else:
         settled = UsageEvent.objects.filter(pk=event.pk, state=UsageEvent.State.RESERVED).update(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            billed_tokens=tokens,
-            cost_usd=cost_usd,
+            prompt_tokens=event.prompt_tokens,
+            completion_tokens=event.completion_tokens,
+            billed_tokens=event.billed_tokens,
+            cost_usd=event.cost_usd,
             state=UsageEvent.State.SETTLED,
         )
         if settled:
@@ -269,13 +263,44 @@ def usage_settle(
     return event
 
 
-# The settle, its buckets and its chat's totals in one statement (one round trip, not three): the
-# counters change only if the update took the reservation. The chat's totals as in _SESSION_USAGE_UPSERT.
-_SETTLE_COUNTED = """
-    WITH settled AS (
+def usage_settle_sql(
+    *, event: UsageEvent, prompt_tokens: int, completion_tokens: int, cost_usd: Decimal | None = None, only_if: str
+) -> tuple[UsageEvent, str, list]:
+    """`usage_settle` as WITH items of a caller's PostgreSQL statement, which then does more in the same round trip.
+
+    Returns the event as settled, the items and their parameters. The item `settled` holds the
+    event's id if the reservation was taken (none if it was settled or released already: the
+    caller then reads it). `only_if` is one more condition of the settle, such as whether an
+    earlier item of the statement changed a row; nothing is counted unless it holds.
+    """
+    event, change = _settled(event, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost_usd)
+    items, params = _settle_items(event, **change, only_if=only_if)
+    return event, items, params
+
+
+def _settled(
+    event: UsageEvent, *, prompt_tokens: int, completion_tokens: int, cost_usd: Decimal | None
+) -> tuple[UsageEvent, dict]:
+    """A copy of the reservation holding its settled amounts, and what they add to the counters."""
+    model = event.ai_model
+    multiplier = model.token_cost_multiplier if model else Decimal(1)
+    tokens = billed_tokens(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, multiplier=multiplier)
+    if cost_usd is None:
+        cost_usd = model.price_usd(prompt_tokens, completion_tokens) if model else Decimal(0)
+    reserved_tokens, reserved_cost = event.billed_tokens, event.cost_usd
+    event = copy.copy(event)
+    event.prompt_tokens, event.completion_tokens = prompt_tokens, completion_tokens
+    event.billed_tokens, event.cost_usd, event.state = tokens, cost_usd, UsageEvent.State.SETTLED
+    return event, {"tokens": tokens - reserved_tokens, "cost": Decimal(cost_usd) - reserved_cost}
+
+
+# The settle, its buckets and its chat's totals as the WITH items of one statement (one round
+# trip, not three): the counters change only if the update took the reservation. The chat's
+# totals as in _SESSION_USAGE_UPSERT.
+_SETTLE_ITEMS = """settled AS (
         UPDATE billing_usageevent
         SET prompt_tokens = %s, completion_tokens = %s, billed_tokens = %s, cost_usd = %s, state = 'settled'
-        WHERE id = %s AND state = 'reserved'
+        WHERE id = %s AND state = 'reserved'{only_if}
         RETURNING id
     ), buckets AS (
         INSERT INTO billing_usagebucket (user_id, span, hour, klass, messages, tokens, cost_usd)
@@ -285,9 +310,7 @@ _SETTLE_COUNTED = """
             messages = billing_usagebucket.messages + excluded.messages,
             tokens = billing_usagebucket.tokens + excluded.tokens,
             cost_usd = billing_usagebucket.cost_usd + excluded.cost_usd
-    ){session_usage}
-    SELECT count(*) FROM settled
-"""
+    ){session_usage}"""
 _SETTLE_SESSION_USAGE = """, session_usage AS (
         INSERT INTO billing_chatsessionusage
             (user_id, session_id, tokens_count, free_model_tokens_count, is_free_model, created_at, updated_at)
@@ -301,8 +324,8 @@ _SETTLE_SESSION_USAGE = """, session_usage AS (
     )"""
 
 
-def _settle_counted(event: UsageEvent, *, tokens: int, cost: Decimal) -> int:
-    """Settle `event` (holding its settled amounts), counting `tokens` and `cost` more; 1 if it was still reserved."""
+def _settle_items(event: UsageEvent, *, tokens: int, cost: Decimal, only_if: str = "") -> tuple[str, list]:
+    """The WITH items settling `event` (holding its settled amounts), counting `tokens` and `cost` more."""
     adapt = connection.ops.adapt_datetimefield_value
     bucket = _event_bucket(event)
     params = [event.prompt_tokens, event.completion_tokens, event.billed_tokens, event.cost_usd, event.pk]
@@ -314,9 +337,8 @@ def _settle_counted(event: UsageEvent, *, tokens: int, cost: Decimal) -> int:
         paid, free = (0, event.billed_tokens) if event.is_free_model else (event.billed_tokens, 0)
         now = adapt(timezone.now())
         params += [event.user_id, paid, free, event.is_free_model, now, now, event.session_id]
-    with connection.cursor() as cursor:
-        cursor.execute(_SETTLE_COUNTED.format(session_usage=session_usage), params)
-        return cursor.fetchone()[0]
+    condition = f" AND {only_if}" if only_if else ""
+    return _SETTLE_ITEMS.format(only_if=condition, session_usage=session_usage), params
 
 
 @transaction.atomic(savepoint=False)

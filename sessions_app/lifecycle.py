@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from billing.models import UsageEvent
 from billing.quotas import Headroom
-from billing.services import usage_release, usage_settle
+from billing.services import usage_release, usage_settle, usage_settle_sql
 from chatbots.models import AIModel
 from chatbots.providers.base import Message, Usage, estimate_tokens
 from chatsite.errors import ChatsiteError, Interrupted
@@ -126,25 +126,33 @@ FINISH_FIELDS = ["content", "image_url", "tokens_count", "status", "disabled", "
 
 
 def reply_finish(*, job: ReplyJob, outcome: Outcome, touch: bool = False, title: str | None = None) -> Finished:
-    """End a reply: save its text and state, and settle or release its usage, in one transaction.
+    """End a reply: save its text and state, and settle or release its usage, in one transaction
+    (one statement for the usual end on PostgreSQL).
 
     With `touch`, its chat is marked active too (and named `title` if it still waits for one).
     Safe to run again after a rollback: the reservation is settled or released only once.
     """
+    complete = job.reply is not None and outcome_status(outcome) == Status.COMPLETE
+    if complete and connection.vendor == "postgresql":
+        # The usual end is one statement, atomic by itself: no transaction to begin and commit.
+        finished = _reply_complete_at_once(job, outcome, touch=touch and job.session_pk is not None, title=title)
+        if finished is not None:
+            return finished
+        complete = False  # stopped or disabled meanwhile: the reply is read and ended below
     with transaction.atomic():
-        finished = _reply_finish(job, outcome)
+        finished = _reply_finish(job, outcome, try_complete=complete)
         if touch and finished.reply is not None and job.session_pk is not None:
             session_touch(session_pk=job.session_pk, title=title)
     return finished
 
 
-def _reply_finish(job: ReplyJob, outcome: Outcome) -> Finished:
+def _reply_finish(job: ReplyJob, outcome: Outcome, *, try_complete: bool) -> Finished:
     content = job.prompt if job.is_image and outcome.image_url else outcome.content
     if job.reply is None:
         event, _ = _charge(job, outcome, outcome_status(outcome))
         return Finished(reply=None, event=event)
-    if outcome_status(outcome) == Status.COMPLETE:
-        finished = _reply_complete(job, outcome, content)
+    if try_complete:
+        finished = _reply_complete(job, outcome)
         if finished is not None:
             return finished
     reply = ChatMessage.objects.select_for_update().filter(pk=job.reply_pk).first()
@@ -171,15 +179,21 @@ def _reply_finish(job: ReplyJob, outcome: Outcome) -> Finished:
     return Finished(reply=reply, event=event)
 
 
-def _reply_complete(job: ReplyJob, outcome: Outcome, content: str) -> Finished | None:
-    """The usual end in one write, or None if the reply was stopped or disabled meanwhile (the caller then looks)."""
+def _completed(job: ReplyJob, outcome: Outcome) -> tuple[ChatMessage, Usage]:
+    """The reply as the usual end leaves it, and the usage it charges."""
     usage = _usage_produced(job, outcome, partial=False)
     reply = copy.copy(job.reply)
-    reply.content = content
+    reply.content = job.prompt if job.is_image and outcome.image_url else outcome.content
     reply.image_url = outcome.image_url
     reply.tokens_count = usage.completion_tokens
     reply.status = Status.COMPLETE
     reply.updated_at = timezone.now()
+    return reply, usage
+
+
+def _reply_complete(job: ReplyJob, outcome: Outcome) -> Finished | None:
+    """The usual end in one write, or None if the reply was stopped or disabled meanwhile (the caller then looks)."""
+    reply, usage = _completed(job, outcome)
     # Only a reply still generating and enabled: then the row holds nothing this copy lacks.
     with connection.cursor() as cursor:
         values = [reply.content, reply.image_url, reply.tokens_count, reply.status, _stamp(reply.updated_at)]
@@ -195,6 +209,44 @@ def _reply_complete(job: ReplyJob, outcome: Outcome, content: str) -> Finished |
     )
     if outcome.flushed:
         _pieces_delete(reply.pk)
+    return Finished(reply=reply, event=event)
+
+
+def _reply_complete_at_once(job: ReplyJob, outcome: Outcome, *, touch: bool, title: str | None) -> Finished | None:
+    """`_reply_complete` (and the chat's touch) as one PostgreSQL statement; None if the reply had stopped meanwhile.
+
+    Every part after the reply's own update holds only if that update took the row, so a
+    reply stopped or disabled meanwhile is left as it is, its reservation too, for the caller.
+    """
+    reply, usage = _completed(job, outcome)
+    event, settle, settle_params = usage_settle_sql(
+        event=job.event,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost_usd=usage.cost_usd,
+        only_if="EXISTS (SELECT FROM completed)",
+    )
+    values = [reply.content, reply.image_url, reply.tokens_count, reply.status, _stamp(reply.updated_at)]
+    params = [*values, reply.pk, Status.GENERATING, *settle_params]
+    statement = f"WITH completed AS ({_COMPLETE} RETURNING id), {settle}"
+    if touch:
+        if title is None:
+            statement += f", touched AS ({_TOUCH} AND EXISTS (SELECT FROM completed))"
+            params += [_stamp(timezone.now()), job.session_pk]
+        else:
+            statement += f", touched AS ({_TOUCH_NAMING} AND EXISTS (SELECT FROM completed))"
+            params += [_stamp(timezone.now()), DEFAULT_TITLE, title, job.session_pk]
+    if outcome.flushed:
+        statement += f", pieces AS ({_PIECES_DELETE} AND EXISTS (SELECT FROM completed))"
+        params += [reply.pk]
+    statement += " SELECT (SELECT count(*) FROM completed), (SELECT count(*) FROM settled)"
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        written, settled = cursor.fetchone()
+    if not written:
+        return None
+    if not settled:
+        event = UsageEvent.objects.get(pk=event.pk)  # settled or released already
     return Finished(reply=reply, event=event)
 
 
@@ -234,6 +286,9 @@ _TOUCH_NAMING = (
 )
 
 
+_PIECES_DELETE = "DELETE FROM sessions_app_replypiece WHERE message_id = %s"
+
+
 def _stamp(moment):
     return connection.ops.adapt_datetimefield_value(moment)
 
@@ -241,7 +296,7 @@ def _stamp(moment):
 def _pieces_delete(reply_pk: int) -> None:
     """Drop a reply's pieces once its whole text is in its row."""
     with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM sessions_app_replypiece WHERE message_id = %s", [reply_pk])
+        cursor.execute(_PIECES_DELETE, [reply_pk])
 
 
 # The text of replies: a generating reply's text is in its pieces until it ends.

@@ -3,14 +3,17 @@
 import asyncio
 
 import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.urls import resolve
 
-from billing.models import UsageEvent
+from billing.models import ChatSessionUsage, UsageBucket, UsageEvent
+from chatbots.providers.base import Usage, estimate_tokens
 from chatsite.errors import Interrupted, UpstreamError
 from chatsite.testing.sse import Event, events_only, parse_events
-from sessions_app import runtime, services
+from sessions_app import lifecycle, runtime, services
 from sessions_app.lifecycle import Outcome, outcome_status, pieces_append
-from sessions_app.models import ChatMessage, ReplyPiece
+from sessions_app.models import ChatMessage, ChatSession, ReplyPiece
 
 SEND = "/api/chat-sessions/{}/send/"
 
@@ -124,3 +127,70 @@ def test_a_growing_reply_appends_pieces_and_writes_its_text_once(api_client, cha
     reply = ChatMessage.objects.get(message_type="assistant")
     assert reply.content.startswith("".join(text for _, text in last))
     assert reply.status == ChatMessage.Status.COMPLETE and not ReplyPiece.objects.exists()
+
+
+def _finished_state(job):
+    """What a reply's end left in the database: the reply, its usage, its chat and its user's counters."""
+    reply = ChatMessage.objects.get(pk=job.reply_pk)
+    event = UsageEvent.objects.get(pk=job.event.pk)
+    chat = ChatSession.objects.get(pk=job.session_pk)
+    usage = ChatSessionUsage.objects.get(session_id=job.session_pk)
+    buckets = sorted(
+        UsageBucket.objects.filter(user_id=job.user_id).values_list("span", "klass", "messages", "tokens", "cost_usd")
+    )
+    return {
+        "reply": (reply.status, reply.content, reply.tokens_count, reply.image_url, reply.disabled),
+        "event": (event.state, event.prompt_tokens, event.completion_tokens, event.billed_tokens, event.cost_usd),
+        "chat": (chat.title, chat.updated_at > job.reply.created_at),
+        "chat usage": (usage.tokens_count, usage.free_model_tokens_count, usage.is_free_model),
+        "buckets": buckets,
+        "pieces": ReplyPiece.objects.filter(message_id=job.reply_pk).count(),
+    }
+
+
+@pytest.mark.django_db
+def test_the_usual_end_of_a_reply_is_one_statement_that_leaves_what_the_transaction_did(
+    user, other_user, chatbot, ai_model
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement end is PostgreSQL's; SQLite ends every reply in a transaction")
+    jobs = []
+    for owner in (user, other_user):
+        chat = ChatSession.objects.create(user=owner, chatbot=chatbot, ai_model=ai_model)
+        job = services.message_send(session=chat, user=owner, content="Name this chat").job
+        pieces_append([(job.reply_pk, 0, "Half of "), (job.reply_pk, 8, "it.")])
+        jobs.append(job)
+    outcome = Outcome(content="Half of it. All of it.", usage=Usage(40, 7, None), flushed=True)
+
+    with CaptureQueriesContext(connection) as statements:
+        lifecycle.reply_finish(job=jobs[0], outcome=outcome, touch=True, title="A named chat")
+    with transaction.atomic():  # the same end as the transaction that stopped-meanwhile replies still take
+        lifecycle._reply_finish(jobs[1], outcome, try_complete=True)
+        lifecycle.session_touch(session_pk=jobs[1].session_pk, title="A named chat")
+
+    assert len(statements) == 1, [q["sql"] for q in statements.captured_queries]
+    at_once, in_a_transaction = _finished_state(jobs[0]), _finished_state(jobs[1])
+    assert at_once == in_a_transaction
+    assert at_once["reply"] == ("complete", "Half of it. All of it.", 7, "", False)
+    assert at_once["event"][0] == "settled" and at_once["event"][1:3] == (40, 7)
+    assert at_once["chat"] == ("A named chat", True)
+    assert at_once["pieces"] == 0
+
+
+@pytest.mark.django_db
+def test_a_reply_stopped_while_it_ended_stays_stopped_and_is_charged_once(chat_session, user):
+    job = services.message_send(session=chat_session, user=user, content="Go on").job
+    assert lifecycle.reply_mark_stopped(reply_pk=job.reply_pk)  # a stop from another server, just before the end
+
+    finished = lifecycle.reply_finish(
+        job=job, outcome=Outcome(content="All of it.", usage=Usage(30, 9, None)), touch=True
+    )
+
+    reply = ChatMessage.objects.get(pk=job.reply_pk)
+    assert (reply.status, reply.content) == ("stopped", "All of it.")
+    assert finished.event.state == "settled"
+    event = UsageEvent.objects.get(pk=job.event.pk)
+    assert event.state == "settled" and event.completion_tokens == estimate_tokens("All of it.")
+    buckets = UsageBucket.objects.filter(user=user, span="day")
+    assert sum(b.tokens for b in buckets) == event.billed_tokens
+    assert sum(b.messages for b in buckets) == 1
