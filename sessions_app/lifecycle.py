@@ -156,6 +156,13 @@ def _reply_finish(job: ReplyJob, outcome: Outcome, *, try_complete: bool) -> Fin
         if finished is not None:
             return finished
     reply = ChatMessage.objects.select_for_update().filter(pk=job.reply_pk).first()
+    if reply is not None and reply.status not in TRANSITIONS:
+        # Ended already: by an earlier try whose answer was lost with its connection (the end
+        # had committed), or by the reaper. It stays as it is, and nothing more is charged.
+        if reply.status != outcome_status(outcome):
+            logger.warning("reply %s had ended already, as %s", reply.pk, reply.status)
+        reply.ai_model = job.model  # the model it was begun with, so serializing it reads nothing more
+        return Finished(reply=reply, event=UsageEvent.objects.get(pk=job.event.pk))
     # Stopped from another server, or the chat deleted, while this one ran.
     status = outcome_status(outcome, stopped_elsewhere=reply is None or reply.status == Status.STOPPED)
     event, usage = _charge(job, outcome, status)
