@@ -146,8 +146,12 @@ def reply_finish(*, job: ReplyJob, outcome: Outcome, touch: bool = False, title:
     return finished
 
 
+def _content(job: ReplyJob, outcome: Outcome) -> str:
+    """The text a reply keeps: an image reply's prompt once it has its image, else what was produced."""
+    return job.prompt if job.is_image and outcome.image_url else outcome.content
+
+
 def _reply_finish(job: ReplyJob, outcome: Outcome, *, try_complete: bool) -> Finished:
-    content = job.prompt if job.is_image and outcome.image_url else outcome.content
     if job.reply is None:
         event, _ = _charge(job, outcome, outcome_status(outcome))
         return Finished(reply=None, event=event)
@@ -177,7 +181,7 @@ def _reply_finish(job: ReplyJob, outcome: Outcome, *, try_complete: bool) -> Fin
         reply.tokens_count = usage.completion_tokens
     if outcome.error is not None:
         reply.error_code, reply.error_detail = outcome.error.code, str(outcome.error.detail)[:300]
-    reply.content = content
+    reply.content = _content(job, outcome)
     reply.image_url = outcome.image_url
     reply.updated_at = timezone.now()
     reply.save(update_fields=[*FINISH_FIELDS, "updated_at"])
@@ -190,7 +194,7 @@ def _completed(job: ReplyJob, outcome: Outcome) -> tuple[ChatMessage, Usage]:
     """The reply as the usual end leaves it, and the usage it charges."""
     usage = _usage_produced(job, outcome, partial=False)
     reply = copy.copy(job.reply)
-    reply.content = job.prompt if job.is_image and outcome.image_url else outcome.content
+    reply.content = _content(job, outcome)
     reply.image_url = outcome.image_url
     reply.tokens_count = usage.completion_tokens
     reply.status = Status.COMPLETE
@@ -198,13 +202,18 @@ def _completed(job: ReplyJob, outcome: Outcome) -> tuple[ChatMessage, Usage]:
     return reply, usage
 
 
+def _complete_params(reply: ChatMessage) -> list:
+    """The parameters of _COMPLETE for `reply` as `_completed` left it."""
+    values = [reply.content, reply.image_url, reply.tokens_count, reply.status, _stamp(reply.updated_at)]
+    return [*values, reply.pk, Status.GENERATING]
+
+
 def _reply_complete(job: ReplyJob, outcome: Outcome) -> Finished | None:
     """The usual end in one write, or None if the reply was stopped or disabled meanwhile (the caller then looks)."""
     reply, usage = _completed(job, outcome)
     # Only a reply still generating and enabled: then the row holds nothing this copy lacks.
     with connection.cursor() as cursor:
-        values = [reply.content, reply.image_url, reply.tokens_count, reply.status, _stamp(reply.updated_at)]
-        cursor.execute(_COMPLETE, [*values, reply.pk, Status.GENERATING])
+        cursor.execute(_COMPLETE, _complete_params(reply))
         written = cursor.rowcount
     if not written:
         return None
@@ -233,16 +242,12 @@ def _reply_complete_at_once(job: ReplyJob, outcome: Outcome, *, touch: bool, tit
         cost_usd=usage.cost_usd,
         only_if="EXISTS (SELECT FROM completed)",
     )
-    values = [reply.content, reply.image_url, reply.tokens_count, reply.status, _stamp(reply.updated_at)]
-    params = [*values, reply.pk, Status.GENERATING, *settle_params]
+    params = [*_complete_params(reply), *settle_params]
     statement = f"WITH completed AS ({_COMPLETE} RETURNING id), {settle}"
     if touch:
-        if title is None:
-            statement += f", touched AS ({_TOUCH} AND EXISTS (SELECT FROM completed))"
-            params += [_stamp(timezone.now()), job.session_pk]
-        else:
-            statement += f", touched AS ({_TOUCH_NAMING} AND EXISTS (SELECT FROM completed))"
-            params += [_stamp(timezone.now()), DEFAULT_TITLE, title, job.session_pk]
+        touch_sql, touch_params = _touch(job.session_pk, title)
+        statement += f", touched AS ({touch_sql} AND EXISTS (SELECT FROM completed))"
+        params += touch_params
     if outcome.flushed:
         statement += f", pieces AS ({_PIECES_DELETE} AND EXISTS (SELECT FROM completed))"
         params += [reply.pk]
@@ -274,10 +279,14 @@ def reply_mark_stopped(*, reply_pk: int) -> bool:
 def session_touch(*, session_pk: int, title: str | None) -> None:
     """Mark the chat as just active and, if given, name it (unless it was named meanwhile)."""
     with connection.cursor() as cursor:
-        if title is None:
-            cursor.execute(_TOUCH, [_stamp(timezone.now()), session_pk])
-        else:
-            cursor.execute(_TOUCH_NAMING, [_stamp(timezone.now()), DEFAULT_TITLE, title, session_pk])
+        cursor.execute(*_touch(session_pk, title))
+
+
+def _touch(session_pk: int, title: str | None) -> tuple[str, list]:
+    """The statement marking the chat active (and naming it `title`, if given), with its parameters."""
+    if title is None:
+        return _TOUCH, [_stamp(timezone.now()), session_pk]
+    return _TOUCH_NAMING, [_stamp(timezone.now()), DEFAULT_TITLE, title, session_pk]
 
 
 # The statements every reply's end makes, written once: a queryset would be compiled at every
