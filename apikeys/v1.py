@@ -29,6 +29,7 @@ from apikeys.errors import openai_error, openai_exception_handler
 from apikeys.serializers import ChatCompletionInput, ImageGenerationInput
 from billing.quotas import rate_limit_headers
 from chatbots.models import AIModel, ContentType
+from chatsite import deferred
 from chatsite.errors import ChatsiteError, UpstreamError
 from sessions_app import runtime
 from sessions_app.api import validated
@@ -55,10 +56,11 @@ class OpenAIView(APIView):
 class CallStarted(Response):
     """What the DRF part of a call answers once its usage is reserved; `call_endpoint` runs the call."""
 
-    def __init__(self, *, job: ReplyJob, finish, headers: dict[str, str]) -> None:
+    def __init__(self, *, job: ReplyJob, finish, headers: dict[str, str], stream: bool = False) -> None:
         super().__init__(None, status=status.HTTP_200_OK, headers=headers)
         self.job = job
-        self.finish = finish  # async (request, started) -> the response
+        self.finish = finish  # async (request, started) -> the response: started itself, unless it streams
+        self.stream = stream
         self.extra_headers = dict(headers)
 
 
@@ -71,6 +73,11 @@ def call_endpoint(drf_view):
         response = await drf_part(request, *args, **kwargs)
         if not isinstance(response, CallStarted):
             return response
+        if not response.stream and deferred.on_loop(request):
+            # Awaited once the middleware has run, so that no request thread waits for the call.
+            return deferred.finish_later(
+                response, functools.partial(response.finish, request, response), openai_exception_handler
+            )
         try:
             return await response.finish(request, response)
         except ChatsiteError as exc:
@@ -160,7 +167,9 @@ class ChatCompletionsView(OpenAIView):
         )  # fmt: skip
         include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
         finish = functools.partial(_stream, include_usage=include_usage) if data["stream"] else _complete
-        return CallStarted(job=call.job, finish=finish, headers=rate_limit_headers(call.job.headroom))
+        return CallStarted(
+            job=call.job, finish=finish, headers=rate_limit_headers(call.job.headroom), stream=data["stream"]
+        )
 
 
 def _completion_id() -> str:

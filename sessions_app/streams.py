@@ -10,6 +10,7 @@ import functools
 
 from rest_framework.response import Response
 
+from chatsite import deferred
 from chatsite.api import exception_handler
 from chatsite.errors import ChatsiteError
 from sessions_app import runtime
@@ -32,6 +33,9 @@ def reply_endpoint(drf_view):
         response = await drf_part(request, *args, **kwargs)
         if not isinstance(response, ReplyStarted):
             return response
+        if not response.stream and deferred.on_loop(request):
+            # Awaited once the middleware has run, so that no request thread waits for the reply.
+            return deferred.finish_later(response, functools.partial(_fill, response), exception_handler)
         try:
             return await _reply_response(request, response)
         except ChatsiteError as exc:
@@ -59,9 +63,13 @@ async def _reply_response(request, started: ReplyStarted):
             headers=started.extra_headers,
             on_close=release,
         )
+    await _fill(started)
+    return started
+
+
+async def _fill(started: ReplyStarted) -> None:
     reply = await runtime.reply_complete(reply=started.reply, job=started.job)
     started.data = started.body(reply)
-    return started
 
 
 def _error_response(exc: ChatsiteError, *, like: Response) -> Response:

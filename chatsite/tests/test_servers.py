@@ -6,6 +6,7 @@ notification. Also: a server that stops lets its replies finish or ends them at 
 connections stay few whatever the load, and one user cannot take more than their share.
 """
 
+import functools
 import json
 import threading
 import time
@@ -18,6 +19,7 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
 from django.db import connection
 
 from accounts.tests.factories import PASSWORD, UserFactory
+from apikeys.tests.factories import make_key
 from billing.models import UsageEvent
 from billing.services import subscription_assign
 from billing.tests.factories import SubscriptionTypeFactory
@@ -315,3 +317,35 @@ def test_one_user_holding_a_hundred_streams_slows_no_one_else(start_servers, stu
     assert reader.text() == "Hello from the stub." and health.status_code == 200
     for response in held:
         response.close()
+
+
+@pytest.mark.parametrize("via", ["send", "v1"])
+def test_a_reply_awaited_as_json_holds_no_request_thread(start_servers, stub, chat, via):
+    (server,) = start_servers(1, REQUEST_THREADS="1")
+    stub.enqueue_raw(SILENT_AFTER_ONE_CHUNK, delay=8)  # the JSON answer comes once the reply ends, 8 s on
+    http = signed_in(server, chat.user.email)
+    if via == "send":
+        post = functools.partial(http.post, f"{server.url}/api/chat-sessions/{chat.pk}/send/", json={"message": "Hi"})
+    else:
+        body = {"model": chat.ai_model.model_id, "messages": [{"role": "user", "content": "Hi"}]}
+        key = make_key(chat.user)[1]
+        post = functools.partial(
+            requests.post, f"{server.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+        )
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(post, timeout=TIMEOUT)
+        stub.wait_for_requests(1)
+        # The worker's only request thread answers someone else meanwhile.
+        listed = http.get(f"{server.url}/api/chat-sessions/", timeout=TIMEOUT)
+        still_waiting = not waiting.done()
+        answer = waiting.result(timeout=TIMEOUT)
+
+    assert listed.status_code == 200 and still_waiting
+    assert answer.status_code == (201 if via == "send" else 200), answer.text
+    if via == "send":
+        assert answer.json()["assistant_message"]["content"] == "Thinking about it at length"
+    else:
+        assert answer.json()["choices"][0]["message"]["content"] == "Thinking about it at length"
+    assert answer.headers["Content-Type"] == "application/json"
+    assert int(answer.headers["Content-Length"]) == len(answer.content)
+    assert answer.headers["X-Frame-Options"] == "DENY"  # the middleware's headers, kept
