@@ -45,11 +45,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Synchronous, and first: under ASGI the whole chain then runs in one hop to the request's
-    # thread, instead of one hop per middleware method (which a loaded worker pays for dearly).
-    # The last two still run on the loop. With a synchronous one last as well, so that none
-    # did, the request threads held the interpreter longer and the loop answered later:
-    # BENCHMARKS.md, 2026-12-04.
+    # Under ASGI the whole chain runs synchronously in one step on the request's thread
+    # (chatsite.asgi.RequestThreadsHandler), not one hop to a thread per middleware method.
     "chatsite.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -108,8 +105,11 @@ if DATABASES["default"]["ENGINE"] == "chatsite.postgresql" and env.bool("DB_SERV
     DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
     threshold = env.int("DB_PREPARE_THRESHOLD", default=5)
     DATABASES["default"]["OPTIONS"]["prepare_threshold"] = threshold if threshold >= 0 else None
-# Threads an ASGI worker runs the synchronous part of requests on (views, middleware, the ORM).
-REQUEST_THREADS = env.int("REQUEST_THREADS", default=6)
+# Threads an ASGI worker runs the synchronous part of requests on (views, middleware, the ORM),
+# each a request's whole step at a time. Every runnable one competes with the loop for the
+# interpreter: with 6, at 2,000 replies at once /health/ waited up to 2.8 s (BENCHMARKS.md).
+# A slow page (a long chat's export) holds one meanwhile; raise it where those are common.
+REQUEST_THREADS = env.int("REQUEST_THREADS", default=2)
 # Threads a process uses for its replies' database calls (each borrows one pooled connection at a time).
 DB_THREADS = env.int("DB_THREADS", default=4)
 # LISTEN needs a session of its own: behind PgBouncer in transaction mode, point this at PostgreSQL itself.
