@@ -107,9 +107,10 @@ if DATABASES["default"]["ENGINE"] == "chatsite.postgresql" and env.bool("DB_SERV
     DATABASES["default"]["OPTIONS"]["prepare_threshold"] = threshold if threshold >= 0 else None
 # Threads an ASGI worker runs the synchronous part of requests on (views, middleware, the ORM),
 # each a request's whole step at a time. Every runnable one competes with the loop for the
-# interpreter: with 6, at 2,000 replies at once /health/ waited up to 2.8 s (BENCHMARKS.md).
-# A slow page (a long chat's export) holds one meanwhile; raise it where those are common.
-REQUEST_THREADS = env.int("REQUEST_THREADS", default=2)
+# interpreter: with 6, at 2,000 replies at once /health/ waited up to 2.8 s; with 2, the
+# sends queued behind them until 35 of 2,000 clients gave up (BENCHMARKS.md). A slow page
+# (a long chat's export) holds one meanwhile; raise it where those are common.
+REQUEST_THREADS = env.int("REQUEST_THREADS", default=3)
 # Threads a process uses for its replies' database calls (each borrows one pooled connection at a time).
 DB_THREADS = env.int("DB_THREADS", default=4)
 # LISTEN needs a session of its own: behind PgBouncer in transaction mode, point this at PostgreSQL itself.
