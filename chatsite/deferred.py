@@ -10,8 +10,6 @@ from collections.abc import Awaitable, Callable
 
 from rest_framework.response import Response
 
-from chatsite.errors import ChatsiteError
-
 # Set on a request by a server that finishes answers on its loop (chatsite.asgi.RequestThreadsHandler).
 ON_LOOP = "answer_finished_on_loop"
 
@@ -24,17 +22,21 @@ def on_loop(request) -> bool:
 def finish_later(
     response: Response, fill: Callable[[], Awaitable[None]], errors: Callable[[Exception, dict], Response]
 ) -> Response:
-    """`response` to be completed on the loop: `fill` sets its data, or raises a ChatsiteError that `errors` answers.
+    """`response` to be completed on the loop: `fill` sets its data, or raises what `errors` answers.
 
-    The middleware sees it with an empty body; its headers (and theirs) are kept, and an
-    error's status, body and own headers replace what the answer would have been.
+    `errors` is an API exception handler (ChatsiteError, a database outage...; None for
+    anything else, which is raised). The middleware sees the answer with an empty body; its
+    headers (and theirs) are kept, and an error's status, body and own headers replace what
+    the answer would have been.
     """
 
     async def finish() -> None:
         try:
             await fill()
-        except ChatsiteError as exc:
+        except Exception as exc:
             error = errors(exc, {})
+            if error is None:
+                raise
             response.status_code = error.status_code
             response.data = error.data
             for name, value in error.items():
