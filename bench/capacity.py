@@ -56,7 +56,7 @@ from chatsite.testing.appserver import free_port, production_env
 from sessions_app.models import ChatMessage
 
 SECTION = common.CAPACITY_SECTION
-NS = [100, 250, 500, 1000, 2000]
+NS = [100, 250, 500, 750, 1000, 2000]
 RAMP = 5.0  # seconds over which the N sends start
 AFTER_LAST_START = 60.0  # a send still open this long after the last one started is cut
 PIECES, PIECE_DELAY = 50, 0.2

@@ -4,10 +4,13 @@ Across servers, stops and pieces travel by LISTEN/NOTIFY: the servers here re-re
 database only once a minute (REPLY_RECHECK_SECONDS), so what arrives sooner came by
 notification. Also: a server that stops lets its replies finish or ends them at once,
 connections stay few whatever the load, and one user cannot take more than their share.
+Each worker runs on a CPU core of its own.
 """
 
 import functools
 import json
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -349,3 +352,58 @@ def test_a_reply_awaited_as_json_holds_no_request_thread(start_servers, stub, ch
     assert answer.headers["Content-Type"] == "application/json"
     assert int(answer.headers["Content-Length"]) == len(answer.content)
     assert answer.headers["X-Frame-Options"] == "DENY"  # the middleware's headers, kept
+
+
+# The cores this process may run on (Linux only), which the servers it starts inherit.
+CORES = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+
+
+def worker_pids(server: AppServer) -> set[int]:
+    """The gunicorn master's children: its workers."""
+    children = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            if int(fields[1]) == server.process.pid:
+                children.add(int(entry))
+    return children
+
+
+def workers_logged(server: AppServer, count: int, line: str, *, other_than: set[int] = frozenset()) -> set[int]:
+    """The master's `count` workers once each has logged `line` (with its pid for {pid})."""
+    deadline = time.monotonic() + BOOT_SECONDS
+    while time.monotonic() < deadline:
+        pids = worker_pids(server) - other_than
+        log = server.stderr_path.read_text(errors="replace")
+        if len(pids) == count and all(line.format(pid=pid) in log for pid in pids):
+            return pids
+        time.sleep(0.1)
+    raise AssertionError(f"{count} workers did not log {line!r}:\n{server.stderr()}")
+
+
+@pytest.mark.skipif(len(CORES) < 2, reason="needs Linux and two cores")
+def test_each_worker_runs_on_a_core_of_its_own_and_a_recycled_one_takes_the_freed_core(start_servers):
+    (server,) = start_servers(1, GUNICORN_WORKERS="2")
+    first = workers_logged(server, 2, "Worker {pid} pinned to CPU core")
+    cores = {pid: os.sched_getaffinity(pid) for pid in first}
+    assert [len(held) for held in cores.values()] == [1, 1]
+    assert len(set.union(*cores.values())) == 2
+
+    recycled = min(first)
+    os.kill(recycled, signal.SIGTERM)  # as max_requests would; the master starts another
+    (new,) = workers_logged(server, 1, "Worker {pid} pinned to CPU core", other_than=first)
+
+    assert os.sched_getaffinity(new) == cores[recycled]
+
+
+@pytest.mark.skipif(not CORES, reason="needs Linux")
+def test_workers_are_not_pinned_when_told_not_to(start_servers):
+    (server,) = start_servers(1, GUNICORN_WORKERS="2", GUNICORN_PIN_WORKERS="0")
+    workers = workers_logged(server, 2, "Booting worker with pid: {pid}")
+
+    assert all(os.sched_getaffinity(pid) == os.sched_getaffinity(server.process.pid) for pid in workers)
+    assert "pinned" not in server.stderr_path.read_text()
