@@ -33,7 +33,7 @@ secure_scheme_headers = {}
 # Each worker on a CPU core of its own while there are no more workers than cores (Linux):
 # a worker runs Python on one core at a time (its interpreter lock), and one that stays
 # on its core keeps its caches warm. GUNICORN_PIN_WORKERS=0 leaves placing them to the system.
-pin_workers = os.environ.get("GUNICORN_PIN_WORKERS", "1") not in ("0", "false", "off", "")
+pin_workers = os.environ.get("GUNICORN_PIN_WORKERS", "1").lower() not in ("0", "false", "no", "off", "")
 
 
 def pre_fork(server, worker):
