@@ -7,6 +7,8 @@ connection, so a worker holds thousands. Every setting comes from the environmen
 import multiprocessing
 import os
 
+import environ
+
 from chatsite.workers import core_for
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
@@ -33,7 +35,7 @@ secure_scheme_headers = {}
 # Each worker on a CPU core of its own while there are no more workers than cores (Linux):
 # a worker runs Python on one core at a time (its interpreter lock), and one that stays
 # on its core keeps its caches warm. GUNICORN_PIN_WORKERS=0 leaves placing them to the system.
-pin_workers = os.environ.get("GUNICORN_PIN_WORKERS", "1").lower() not in ("0", "false", "no", "off", "")
+pin_workers = environ.Env().bool("GUNICORN_PIN_WORKERS", default=True)
 
 
 def pre_fork(server, worker):

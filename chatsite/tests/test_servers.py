@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
 import requests
 from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
@@ -360,17 +361,7 @@ CORES = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
 
 def worker_pids(server: AppServer) -> set[int]:
     """The gunicorn master's children: its workers."""
-    children = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # ended meanwhile
-            if int(fields[1]) == server.process.pid:
-                children.add(int(entry))
-    return children
+    return {child.pid for child in psutil.Process(server.process.pid).children()}
 
 
 def workers_logged(server: AppServer, count: int, line: str, *, other_than: set[int] = frozenset()) -> set[int]:
