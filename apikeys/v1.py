@@ -36,6 +36,7 @@ from sessions_app.api import validated
 from sessions_app.lifecycle import ReplyJob
 from sessions_app.runtime import LiveReply
 from sessions_app.streaming import KEEPALIVE, KEEPALIVE_SECONDS, event_stream_response
+from sessions_app.streams import started_endpoint
 
 DONE = b"data: [DONE]\n\n"
 
@@ -53,43 +54,22 @@ class OpenAIView(APIView):
         return super().perform_content_negotiation(request, force=True)
 
 
-class CallStarted(Response):
-    """What the DRF part of a call answers once its usage is reserved; `call_endpoint` runs the call."""
+class CallStarted(deferred.Started):
+    """What the DRF part of a call answers once its usage is reserved; its async view runs the call."""
 
     def __init__(self, *, job: ReplyJob, finish, headers: dict[str, str], stream: bool = False) -> None:
-        super().__init__(None, status=status.HTTP_200_OK, headers=headers)
+        super().__init__(status=status.HTTP_200_OK, headers=headers, stream=stream)
         self.job = job
         self.finish = finish  # async (request, started) -> the response: started itself, unless it streams
-        self.stream = stream
-        self.extra_headers = dict(headers)
+
+
+async def _call(request, started: CallStarted):
+    return await started.finish(request, started)
 
 
 def call_endpoint(drf_view):
     """An async view that runs `drf_view` (answering CallStarted) in the request's thread, then the call on the loop."""
-    drf_part = runtime.sync_step(drf_view)
-
-    @functools.wraps(drf_view)
-    async def view(request, *args, **kwargs):
-        response = await drf_part(request, *args, **kwargs)
-        if not isinstance(response, CallStarted):
-            return response
-        if not response.stream and deferred.on_loop(request):
-            # Awaited once the middleware has run, so that no request thread waits for the call.
-            return deferred.finish_later(
-                response, functools.partial(response.finish, request, response), openai_exception_handler
-            )
-        try:
-            return await response.finish(request, response)
-        except ChatsiteError as exc:
-            error = openai_exception_handler(exc, {})
-            error.accepted_renderer = response.accepted_renderer
-            error.accepted_media_type = response.accepted_media_type
-            error.renderer_context = response.renderer_context
-            for name, value in response.extra_headers.items():
-                error.headers.setdefault(name, value)
-            return error
-
-    return view
+    return started_endpoint(drf_view, finish=_call, errors=openai_exception_handler)
 
 
 async def _on_runtime_loop(coroutine):

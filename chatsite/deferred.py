@@ -19,10 +19,41 @@ def on_loop(request) -> bool:
     return getattr(request, ON_LOOP, False)
 
 
-def finish_later(
-    response: Response, fill: Callable[[], Awaitable[None]], errors: Callable[[Exception, dict], Response]
-) -> Response:
-    """`response` to be completed on the loop: `fill` sets its data, or raises what `errors` answers.
+class Started(Response):
+    """What the DRF part of an endpoint answers once its work is begun: its async view finishes it on the loop.
+
+    `stream`: whether the finished answer is an event stream (else this answer, its data
+    filled). `extra_headers`: the endpoint's own headers (its rate limits), kept on any error
+    that replaces the answer.
+    """
+
+    def __init__(self, data=None, *, status: int, headers: dict[str, str] | None, stream: bool) -> None:
+        super().__init__(data, status=status, headers=headers)
+        self.stream = stream
+        self.extra_headers = dict(headers or {})
+
+
+Errors = Callable[[Exception, dict], Response | None]
+
+
+def error_answer(exc: Exception, errors: Errors, *, like: Response) -> Response | None:
+    """`exc` as the exception handler `errors` answers it (None if it does not), rendered as `like` was negotiated.
+
+    The error keeps `like`'s own headers (a Started answer's rate limits) where it sets none of its own.
+    """
+    error = errors(exc, {})
+    if error is None:
+        return None
+    error.accepted_renderer = like.accepted_renderer
+    error.accepted_media_type = like.accepted_media_type
+    error.renderer_context = like.renderer_context
+    for name, value in getattr(like, "extra_headers", {}).items():
+        error.headers.setdefault(name, value)
+    return error
+
+
+def finish_later(response: Response, fill: Callable[[], Awaitable[object]], errors: Errors) -> Response:
+    """`response` to be completed on the loop: `fill` sets its data (its return is not used) or raises.
 
     `errors` is an API exception handler (ChatsiteError, a database outage...; None for
     anything else, which is raised). The middleware sees the answer with an empty body; its
@@ -34,7 +65,7 @@ def finish_later(
         try:
             await fill()
         except Exception as exc:
-            error = errors(exc, {})
+            error = error_answer(exc, errors, like=response)
             if error is None:
                 raise
             response.status_code = error.status_code

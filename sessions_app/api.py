@@ -11,6 +11,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from billing.quotas import rate_limit_headers
+from chatsite import deferred
 from chatsite.errors import InvalidInput
 from chatsite.schema import REPLY_ERRORS, REPLY_EVENTS, error_responses, int_parameter, pagination, text_parameter
 from sessions_app import exports, selectors, services
@@ -107,7 +108,7 @@ def last_event_offset(request) -> int:
     return int(raw) if re.fullmatch(r"\d{1,9}", raw.strip()) else 0
 
 
-class ReplyStarted(Response):
+class ReplyStarted(deferred.Started):
     """What the DRF part of a reply endpoint answers once the reply is begun (or found).
 
     The endpoint's async view (sessions_app/streams.py) finishes it on the event loop: it
@@ -118,9 +119,8 @@ class ReplyStarted(Response):
         self, *, reply: ChatMessage, job, stream: bool, head: list[bytes] | None = None, headers=None,
         body=None, status: int = status.HTTP_201_CREATED, offset: int = 0, follower_id: int | None = None,
     ) -> None:  # fmt: skip
-        super().__init__(None, status=status, headers=headers)
-        self.reply, self.job, self.stream, self.head = reply, job, stream, head or []
-        self.extra_headers = dict(headers or {})
+        super().__init__(status=status, headers=headers, stream=stream)
+        self.reply, self.job, self.head = reply, job, head or []
         self.body = body
         self.offset = offset
         self.follower_id = follower_id  # a follow stream, counted against its user's share

@@ -8,11 +8,8 @@ follows it; a JSON answer waits for the reply without holding a thread or a conn
 
 import functools
 
-from rest_framework.response import Response
-
 from chatsite import deferred
 from chatsite.api import exception_handler
-from chatsite.errors import ChatsiteError
 from sessions_app import runtime
 from sessions_app.api import ReplyStarted
 from sessions_app.streaming import event_stream_response, reply_events
@@ -21,9 +18,14 @@ from sessions_app.streaming import event_stream_response, reply_events
 REPLY_ENDPOINTS = {"chat-session-send", "chat-session-regenerate", "chat-session-edit", "chat-session-follow"}
 
 
-def reply_endpoint(drf_view):
-    """An async view that runs `drf_view` (a DRF action answering ReplyStarted) and then its reply."""
+def started_endpoint(drf_view, *, finish, errors: deferred.Errors):
+    """An async view that runs `drf_view` in the request's thread, then finishes its Started answer on the loop.
 
+    `finish(request, started)` makes the answer: a stream, or `started` with its data filled.
+    An error it runs into is answered by the exception handler `errors`, in the place of
+    the answer. A JSON answer is finished once the middleware has run, so that no request
+    thread waits for it.
+    """
     drf_part = runtime.sync_step(drf_view)
 
     # wraps() keeps the DRF view's attributes: drf-spectacular documents it, and its csrf_exempt
@@ -31,17 +33,24 @@ def reply_endpoint(drf_view):
     @functools.wraps(drf_view)
     async def view(request, *args, **kwargs):
         response = await drf_part(request, *args, **kwargs)
-        if not isinstance(response, ReplyStarted):
+        if not isinstance(response, deferred.Started):
             return response
         if not response.stream and deferred.on_loop(request):
-            # Awaited once the middleware has run, so that no request thread waits for the reply.
-            return deferred.finish_later(response, functools.partial(_fill, response), exception_handler)
+            return deferred.finish_later(response, functools.partial(finish, request, response), errors)
         try:
-            return await _reply_response(request, response)
-        except ChatsiteError as exc:
-            return _error_response(exc, like=response)
+            return await finish(request, response)
+        except Exception as exc:
+            error = deferred.error_answer(exc, errors, like=response)
+            if error is None:
+                raise
+            return error
 
     return view
+
+
+def reply_endpoint(drf_view):
+    """An async view that runs `drf_view` (a DRF action answering ReplyStarted) and then its reply."""
+    return started_endpoint(drf_view, finish=_reply_response, errors=exception_handler)
 
 
 async def _reply_response(request, started: ReplyStarted):
@@ -63,19 +72,6 @@ async def _reply_response(request, started: ReplyStarted):
             headers=started.extra_headers,
             on_close=release,
         )
-    await _fill(started)
-    return started
-
-
-async def _fill(started: ReplyStarted) -> None:
     reply = await runtime.reply_complete(reply=started.reply, job=started.job)
     started.data = started.body(reply)
-
-
-def _error_response(exc: ChatsiteError, *, like: Response) -> Response:
-    """The error as DRF would have answered it, rendered the way `like` was negotiated."""
-    response = exception_handler(exc, {})
-    response.accepted_renderer = like.accepted_renderer
-    response.accepted_media_type = like.accepted_media_type
-    response.renderer_context = like.renderer_context
-    return response
+    return started
