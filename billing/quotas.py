@@ -157,9 +157,10 @@ def _sums_sql(kinds: tuple[str, ...]) -> str:
 # values: PostgreSQL prices the generic plan of a dozen ranges above those it makes for the
 # values, and keeps making them. Under load (pg_stat_statements, 400 sends over 2 s) that was
 # 0.92 ms of planning and 1.21 ms of execution a call; with the generic plan 0.22 ms (the runs
-# before a connection prepares it) and 0.36 ms. For the rest of the transaction (a reservation's):
-# SET LOCAL ends with it, behind PgBouncer too.
-GENERIC_PLAN = "SET LOCAL plan_cache_mode = force_generic_plan"
+# before a connection prepares it) and 0.36 ms. So a reservation sets the generic plan for the rest
+# of its transaction, in the statement that locks its subscription (billing.selectors): is_local
+# ends it with the transaction (SET LOCAL), behind PgBouncer too.
+GENERIC_PLAN = "set_config('plan_cache_mode', 'force_generic_plan', true)"
 
 
 def _sums_statement(user_id: int, pieces: list["_Piece"]) -> tuple[str, dict]:
@@ -272,16 +273,10 @@ class Usage:
         """The one statement `load` runs, with its values."""
         return _sums_statement(self.subscription.user_id, self._pieces()[1])
 
-    def load(self, *, generic_plan: bool = False) -> "Usage":
-        """Sum every limit in one query: the windows cut into disjoint pieces, each summed once per class.
-
-        `generic_plan`: in a reservation's transaction, run the sums on PostgreSQL's generic plan
-        (GENERIC_PLAN) for the rest of it.
-        """
+    def load(self) -> "Usage":
+        """Sum every limit in one query: the windows cut into disjoint pieces, each summed once per class."""
         spans, pieces = self._pieces()
         with connection.cursor() as cursor:
-            if generic_plan and connection.vendor == "postgresql" and connection.in_atomic_block:
-                cursor.execute(GENERIC_PLAN)
             cursor.execute(*_sums_statement(self.subscription.user_id, pieces))
             rows = cursor.fetchall()
 

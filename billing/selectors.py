@@ -7,7 +7,7 @@ from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from billing.models import ChatSessionUsage, UsageBucket, UsageEvent, UserSubscription
-from billing.quotas import LimitUsage, Usage, floor_day
+from billing.quotas import GENERIC_PLAN, LimitUsage, Usage, floor_day
 from chatsite.rows import Joined
 
 
@@ -15,16 +15,20 @@ def session_usage_list(*, user) -> QuerySet[ChatSessionUsage]:
     return ChatSessionUsage.objects.filter(user=user).order_by("-updated_at", "-id")
 
 
-def subscription_current_get(*, user, now: datetime | None = None, lock: bool = False) -> UserSubscription | None:
+def subscription_current_get(
+    *, user, now: datetime | None = None, lock: bool = False, generic_plan: bool = False
+) -> UserSubscription | None:
     """The user's current subscription with its tier, or None: unlike subscription_current, never starts one.
 
     `user` is a user or a user's id. With `lock`, the row is locked (SELECT ... FOR UPDATE) for
     the caller's transaction. Every reservation begins here, so on PostgreSQL it is one
-    statement written once per process rather than a queryset compiled at every call.
+    statement written once per process rather than a queryset compiled at every call. With
+    `generic_plan` (a reservation's), that statement also sets PostgreSQL's generic plans for
+    the rest of the transaction (billing.quotas.GENERIC_PLAN), when a subscription is found.
     """
     now = now or timezone.now()
     if connection.vendor == "postgresql":
-        return _subscription_current_sql(user=user, now=now, lock=lock)
+        return _subscription_current_sql(user=user, now=now, lock=lock, generic_plan=generic_plan)
     subscriptions = UserSubscription.objects.select_related("subscription_type", "user")
     if lock:
         subscriptions = subscriptions.select_for_update(of=("self",))
@@ -38,14 +42,15 @@ def subscription_current_get(*, user, now: datetime | None = None, lock: bool = 
 _CURRENT = Joined(UserSubscription, "subscription_type")
 
 
-def _subscription_current_sql(*, user, now: datetime, lock: bool) -> UserSubscription | None:
+def _subscription_current_sql(*, user, now: datetime, lock: bool, generic_plan: bool) -> UserSubscription | None:
     is_user = hasattr(user, "pk")
     where = (
         "WHERE m.user_id = %s AND m.is_active AND m.start_date <= %s AND m.end_date > %s "
         "ORDER BY m.start_date DESC, m.id DESC LIMIT 1"
     )
     params = [user.pk if is_user else user, now, now]
-    subscription = _CURRENT.first(where + (" FOR UPDATE OF m" if lock else ""), params)
+    also = GENERIC_PLAN if generic_plan and connection.in_atomic_block else ""
+    subscription = _CURRENT.first(where + (" FOR UPDATE OF m" if lock else ""), params, also=also)
     if subscription is not None and is_user:
         subscription.user = user
     return subscription

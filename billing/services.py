@@ -107,10 +107,11 @@ def usage_reserve(
     with transaction.atomic(savepoint=False):
         # Lock the subscription row: concurrent reservations of one user, from any process
         # or server, queue here, and each one checks the usage the previous one committed.
-        subscription = subscription_current_get(user=user, lock=True)
+        # The sums below run on PostgreSQL's generic plan (billing.quotas.GENERIC_PLAN), set with the lock.
+        subscription = subscription_current_get(user=user, lock=True, generic_plan=True)
         if subscription is None:
             started = subscription_current(user=user).start_date
-            subscription = subscription_current_get(user=user, now=started, lock=True)
+            subscription = subscription_current_get(user=user, now=started, lock=True, generic_plan=True)
         tier = subscription.subscription_type
         now = timezone.now()
         klass = event_class(kind=kind, is_free_model=ai_model.is_free)
@@ -119,7 +120,7 @@ def usage_reserve(
         )
         cost = ai_model.price_usd(prompt_tokens, 0) if klass != FREE else Decimal(0)
         in_flight_since = now - in_flight_window if max_in_flight else None
-        usage = Usage(subscription, now, in_flight_since=in_flight_since).load(generic_plan=True)
+        usage = Usage(subscription, now, in_flight_since=in_flight_since).load()
         if max_in_flight and usage.in_flight >= max_in_flight:
             raise TooManyStreams(f"You have {max_in_flight} replies being generated already; wait for one to finish.")
         refusal = quota_check(usage=usage, tier=tier, klass=klass, tokens=tokens, cost=cost)

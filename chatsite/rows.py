@@ -23,8 +23,8 @@ class Joined:
         self.related = [(name, model._meta.get_field(name)) for name in related]
 
     @cached_property
-    def select(self) -> str:
-        """The statement up to its WHERE clause."""
+    def _parts(self) -> tuple[str, str]:
+        """The columns, and the tables they come from."""
         quote = connection.ops.quote_name
         columns = [f"m.{quote(field.column)}" for field in self.model._meta.concrete_fields]
         joins = []
@@ -35,17 +35,31 @@ class Joined:
                 f"JOIN {quote(target.db_table)} r{index} "
                 f"ON r{index}.{quote(field.target_field.column)} = m.{quote(field.column)}"
             )
-        return f"SELECT {', '.join(columns)} FROM {quote(self.model._meta.db_table)} m {' '.join(joins)}"  # noqa: S608
+        return ", ".join(columns), f"FROM {quote(self.model._meta.db_table)} m {' '.join(joins)}"
+
+    @cached_property
+    def select(self) -> str:
+        """The statement up to its WHERE clause."""
+        columns, tables = self._parts
+        return f"SELECT {columns} {tables}"
 
     @cached_property
     def _shapes(self) -> list[tuple[type[Model], list[str]]]:
         models = [self.model] + [field.related_model for _, field in self.related]
         return [(model, [field.attname for field in model._meta.concrete_fields]) for model in models]
 
-    def first(self, where: str, params: list) -> Model | None:
-        """The first row of `select` + `where` (conditions on `m`, `r0` ..., ORDER BY, LIMIT, FOR UPDATE), or None."""
+    def first(self, where: str, params: list, *, also: str = "") -> Model | None:
+        """The first row of `select` + `where` (conditions on `m`, `r0` ..., ORDER BY, LIMIT, FOR UPDATE), or None.
+
+        `also`: an expression selected besides, for its effect (its value is not read).
+        """
+        if also:
+            columns, tables = self._parts
+            statement = f"SELECT {columns}, {also} {tables} {where}"
+        else:
+            statement = f"{self.select} {where}"
         with connection.cursor() as cursor:
-            cursor.execute(f"{self.select} {where}", params)
+            cursor.execute(statement, params)
             row = cursor.fetchone()
         if row is None:
             return None
@@ -69,6 +83,7 @@ class Inserted:
     def __init__(self, model: type[Model]) -> None:
         self.model = model
         self.fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+        self.linked: dict[str, str] = {}  # save_linked's statements, by the link's column
 
     @cached_property
     def statement(self) -> str:
@@ -78,12 +93,58 @@ class Inserted:
         values = ", ".join(["%s"] * len(self.fields))
         return f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({values}) RETURNING {quote(meta.pk.column)}"  # noqa: S608
 
+    def _values(self, instance: Model) -> list:
+        return [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in self.fields]
+
     def save(self, instance: Model) -> Model:
         """Insert `instance` (defaults and auto_now fields filled as `save()` fills them) and set its key."""
-        values = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in self.fields]
         with connection.cursor() as cursor:
-            cursor.execute(self.statement, values)
+            cursor.execute(self.statement, self._values(instance))
             instance.pk = cursor.fetchone()[0]
-        instance._state.adding = False
-        instance._state.db = connection.alias
+        _saved(instance)
         return instance
+
+    def save_linked(self, first: Model, then: Model, link: str) -> None:
+        """Insert `first`, then `then` with its foreign key `link` to `first`: one statement on PostgreSQL.
+
+        The two rows reach the database in one round trip instead of two (a data-modifying WITH,
+        which other databases lack: there it is two saves).
+        """
+        field = then._meta.get_field(link)
+        if connection.vendor != "postgresql":
+            self.save(first)
+            setattr(then, link, first)
+            self.save(then)
+            return
+        values = self._values(first)  # first: its auto_now fields are set before those of `then`
+        values += [value for f, value in zip(self.fields, self._values(then), strict=True) if f.column != field.column]
+        with connection.cursor() as cursor:
+            cursor.execute(self._linked_statement(field.column), values)
+            first.pk, then.pk = cursor.fetchone()
+        setattr(then, link, first)  # sets the key too
+        _saved(first)
+        _saved(then)
+
+    def _linked_statement(self, column: str) -> str:
+        statement = self.linked.get(column)
+        if statement is None:
+            quote = connection.ops.quote_name
+            table, key = quote(self.model._meta.db_table), quote(self.model._meta.pk.column)
+            columns = ", ".join(quote(field.column) for field in self.fields)
+            values = ", ".join(["%s"] * len(self.fields))
+            # The second row's key is drawn after the first row is in (it reads `made`), so the two
+            # keep their order as two INSERTs would give it: the message before its reply.
+            link = f"(SELECT {key} FROM made)"  # noqa: S608
+            then = ", ".join(link if field.column == column else "%s" for field in self.fields)
+            sequence = f"pg_get_serial_sequence('{table}', '{self.model._meta.pk.column}')"
+            statement = self.linked[column] = (
+                f"WITH made AS (INSERT INTO {table} ({columns}) VALUES ({values}) RETURNING {key}) "  # noqa: S608
+                f"INSERT INTO {table} ({key}, {columns}) VALUES ((SELECT nextval({sequence}) FROM made), {then}) "
+                f"RETURNING {quote(column)}, {key}"
+            )
+        return statement
+
+
+def _saved(instance: Model) -> None:
+    instance._state.adding = False
+    instance._state.db = connection.alias

@@ -190,7 +190,7 @@ def _reply_begin(
     *, session: ChatSession, user, reply_to: ChatMessage, history: list[tuple[str, str]] | None = None,
     messages: list[Message] | None = None, api_key=None, options: dict | None = None,
 ) -> tuple[ChatMessage, ReplyJob]:  # fmt: skip
-    """Inside the caller's transaction: reserve the usage and create the empty reply.
+    """Inside the caller's transaction: reserve the usage and create the empty reply (and `reply_to`, if new).
 
     `history`: the chat's messages as the version shown, when the caller read them already.
     `messages`: what to send upstream instead of the chat's context (an API call stored as a chat).
@@ -208,10 +208,14 @@ def _reply_begin(
     if session.auto_generate_title and session.title == DEFAULT_TITLE:
         # The chat's first user message, which no edit ever disables.
         title_from = next((content for kind, content in history if kind == ChatMessage.Type.USER), None)
-    reply = _MESSAGE.save(ChatMessage(
+    reply = ChatMessage(
         session=session, message_type=ChatMessage.Type.ASSISTANT, ai_model=model,
         status=ChatMessage.Status.GENERATING, reply_to=reply_to, parent_message_id=reply_to.message_id,
-    ))  # fmt: skip
+    )  # fmt: skip
+    if reply_to.pk is None:
+        _MESSAGE.save_linked(reply_to, reply, "reply_to")  # a new message and its reply
+    else:
+        _MESSAGE.save(reply)
     event = usage_reserve(
         user=user, session=session, ai_model=model, message=reply,
         kind=UsageEvent.Kind.IMAGE if is_image else UsageEvent.Kind.MESSAGE,
@@ -267,12 +271,13 @@ def message_send(*, session: ChatSession, user, content: str, client_message_id:
         with transaction.atomic():
             # The history read once: the new message follows its last message, and the reply sees it all.
             rows = _history_rows(session)
-            user_message = _MESSAGE.save(ChatMessage(
+            # Saved with its reply, in one statement (_reply_begin).
+            user_message = ChatMessage(
                 session=session, message_type=ChatMessage.Type.USER, content=content,
                 tokens_count=estimate_tokens(content), client_message_id=client_message_id,
                 request_hash=_request_hash(content) if client_message_id else "",
                 parent_message_id=rows[-1][2] if rows else None,
-            ))  # fmt: skip
+            )  # fmt: skip
             history = [(kind, text) for kind, text, _ in rows] + [(ChatMessage.Type.USER, content)]
             reply, job = _reply_begin(session=session, user=user, reply_to=user_message, history=history)
     except IntegrityError:

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from billing.models import WINDOWS, SubscriptionType, UsageBucket, UsageEvent, UserSubscription
 from billing.quotas import LIMITS, Usage, event_class, floor_day, floor_hour
+from billing.selectors import subscription_current_get
 from billing.services import (
     subscription_assign,
     subscription_current,
@@ -838,19 +839,21 @@ def test_the_usage_statement_stays_within_what_psycopg_converts_once(user, defau
 def test_the_sums_of_a_reservation_run_on_the_generic_plan_and_no_other_read_changes_it(user):
     if connection.vendor != "postgresql":
         pytest.skip("plan_cache_mode is PostgreSQL's")
-    subscription = UserSubscription.objects.get(user=user)
 
     def mode() -> str:
         with connection.cursor() as cursor:
             cursor.execute("SHOW plan_cache_mode")
             return cursor.fetchone()[0]
 
-    Usage(subscription, timezone.now()).load(generic_plan=True)  # outside any transaction: nothing to set
+    subscription_current_get(user=user, generic_plan=True)  # outside any transaction: nothing to set
     assert mode() == "auto"
     with transaction.atomic():
+        subscription = subscription_current_get(user=user, lock=True)  # a purchase's
         Usage(subscription, timezone.now()).load()  # a page's read
         assert mode() == "auto"
-        usage = Usage(subscription, timezone.now()).load(generic_plan=True)  # a reservation's
+        found = subscription_current_get(user=user, lock=True, generic_plan=True)  # a reservation's
+        assert found == subscription and found.subscription_type == subscription.subscription_type
         assert mode() == "force_generic_plan"
-    assert mode() == "auto"  # SET LOCAL ended with the transaction
+        usage = Usage(subscription, timezone.now()).load()
+    assert mode() == "auto"  # set for the transaction only
     assert usage.used == Usage(subscription, timezone.now()).load().used

@@ -5,7 +5,7 @@ import uuid
 
 import psycopg
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from billing.models import UserSubscription
 from billing.selectors import subscription_current_get
@@ -114,3 +114,39 @@ def test_an_inserted_message_is_saved_in_one_statement_as_create_saves_it(chat_s
     assert {k: v for k, v in saved.items() if k not in differ} == {
         k: v for k, v in _fields(ChatMessage.objects.get(pk=created.pk)).items() if k not in differ
     }
+
+
+def test_a_message_and_its_reply_are_saved_in_one_statement_the_reply_linked_to_it(
+    chat_session, django_assert_num_queries
+):
+    question = ChatMessage(session=chat_session, message_type=ChatMessage.Type.USER, content="Where to?")
+    reply = ChatMessage(
+        session=chat_session, message_type=ChatMessage.Type.ASSISTANT, ai_model=chat_session.ai_model,
+        status=ChatMessage.Status.GENERATING, reply_to=question, parent_message_id=question.message_id,
+    )  # fmt: skip
+    # Two statements on SQLite, which has no INSERT in a WITH.
+    with django_assert_num_queries(1 if connection.vendor == "postgresql" else 2):
+        Inserted(ChatMessage).save_linked(question, reply, "reply_to")
+
+    assert question.pk and reply.pk and reply.reply_to_id == question.pk
+    assert reply.reply_to is question
+    for instance in (question, reply):
+        assert instance._state.adding is False and instance._state.db == "default"
+        assert _fields(ChatMessage.objects.get(pk=instance.pk)) == _fields(instance)
+    # The question first, as history orders them.
+    assert question.created_at <= reply.created_at and question.pk < reply.pk
+    assert list(ChatMessage.objects.get(pk=question.pk).replies.all()) == [reply]
+
+
+def test_a_failing_link_saves_neither(chat_session):
+    _postgresql()
+    taken = ChatMessageFactory(session=chat_session, client_message_id=uuid.uuid4())
+    question = ChatMessage(
+        session=chat_session, message_type=ChatMessage.Type.USER, content="Again",
+        client_message_id=taken.client_message_id,
+    )  # fmt: skip
+    reply = ChatMessage(session=chat_session, message_type=ChatMessage.Type.ASSISTANT, reply_to=question)
+    count = ChatMessage.objects.count()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Inserted(ChatMessage).save_linked(question, reply, "reply_to")
+    assert ChatMessage.objects.count() == count

@@ -88,7 +88,7 @@ def send(server: AppServer, http: requests.Session, chat, text: str) -> requests
     return response
 
 
-def test_a_send_reaches_postgresql_as_11_statements_besides_begin_and_commit(tapped_server, chat):
+def test_a_send_reaches_postgresql_as_9_statements_besides_begin_and_commit(tapped_server, chat):
     server, tap = tapped_server
     http = http_session(sign_in(server.url, chat.user.email, PASSWORD))
 
@@ -105,17 +105,19 @@ def test_a_send_reaches_postgresql_as_11_statements_besides_begin_and_commit(tap
     # charge are one statement, the last.
     assert [sql for sql in first if sql in TRANSACTION_CONTROL] == ["BEGIN", "COMMIT"]
     assert first[-1].startswith(REPLY_END), first[-1][:120]
-    # The session, the user, the chat with chatbot and model; the user message, the history, the empty
-    # reply, the locked subscription, the generic plan and the quota sums run on it, the ledger row with
-    # its buckets; then in one statement the reply written, the usage settled with its buckets and the
-    # chat's totals, the chat touched and named.
+    # The session, the user, the chat with chatbot and model; the history, the user message with its empty
+    # reply (one statement), the locked subscription setting the generic plan, the quota sums run on it,
+    # the ledger row with its buckets; then in one statement the reply written, the usage settled with its
+    # buckets and the chat's totals, the chat touched and named.
     data = [sql for sql in first if sql not in TRANSACTION_CONTROL]
-    assert len(data) == 11, "\n".join(sql[:120] for sql in data)
-    assert data[data.index(GENERIC_PLAN) + 1].startswith("SELECT piece,klass"), data
+    assert len(data) == 9, "\n".join(sql[:120] for sql in data)
+    assert data[4].startswith('WITH made AS (INSERT INTO "sessions_app_chatmessage"'), data[4][:120]
+    assert GENERIC_PLAN in data[5] and data[5].endswith("FOR UPDATE OF m"), data[5]
+    assert data[6].startswith("SELECT piece,klass"), data[6][:120]
     # Later the same, the chat only touched: the tightest limit (hourly messages) counts the first send
     # from its hour bucket, and when that send leaves the window (X-RateLimit-Reset) came with the sums.
     data = [sql for sql in later if sql not in TRANSACTION_CONTROL]
-    assert len(data) == 11, "\n".join(sql[:120] for sql in data)
+    assert len(data) == 9, "\n".join(sql[:120] for sql in data)
     assert not [sql for sql in data if sql.startswith('SELECT MIN("billing_usageevent"."created_at")')]
     oldest = UsageEvent.objects.filter(user=chat.user).earliest("created_at")
     assert answer.headers["X-RateLimit-Reset"] == str(math.ceil((oldest.created_at + timedelta(hours=1)).timestamp()))
