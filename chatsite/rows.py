@@ -86,12 +86,15 @@ class Inserted:
         self.linked: dict[str, str] = {}  # save_linked's statements, by the link's column
 
     @cached_property
+    def _columns(self) -> str:
+        return ", ".join(connection.ops.quote_name(field.column) for field in self.fields)
+
+    @cached_property
     def statement(self) -> str:
         quote = connection.ops.quote_name
-        meta = self.model._meta
-        columns = ", ".join(quote(field.column) for field in self.fields)
+        table, key = quote(self.model._meta.db_table), quote(self.model._meta.pk.column)
         values = ", ".join(["%s"] * len(self.fields))
-        return f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({values}) RETURNING {quote(meta.pk.column)}"  # noqa: S608
+        return f"INSERT INTO {table} ({self._columns}) VALUES ({values}) RETURNING {key}"  # noqa: S608
 
     def _values(self, instance: Model) -> list:
         return [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in self.fields]
@@ -130,16 +133,15 @@ class Inserted:
         if statement is None:
             quote = connection.ops.quote_name
             table, key = quote(self.model._meta.db_table), quote(self.model._meta.pk.column)
-            columns = ", ".join(quote(field.column) for field in self.fields)
-            values = ", ".join(["%s"] * len(self.fields))
             # The second row's key is drawn after the first row is in (it reads `made`), so the two
             # keep their order as two INSERTs would give it: the message before its reply.
             link = f"(SELECT {key} FROM made)"  # noqa: S608
             then = ", ".join(link if field.column == column else "%s" for field in self.fields)
             sequence = f"pg_get_serial_sequence('{table}', '{self.model._meta.pk.column}')"
+            # The first row is inserted as `save` inserts it.
             statement = self.linked[column] = (
-                f"WITH made AS (INSERT INTO {table} ({columns}) VALUES ({values}) RETURNING {key}) "  # noqa: S608
-                f"INSERT INTO {table} ({key}, {columns}) VALUES ((SELECT nextval({sequence}) FROM made), {then}) "
+                f"WITH made AS ({self.statement}) "  # noqa: S608
+                f"INSERT INTO {table} ({key}, {self._columns}) VALUES ((SELECT nextval({sequence}) FROM made), {then}) "
                 f"RETURNING {quote(column)}, {key}"
             )
         return statement
