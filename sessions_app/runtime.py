@@ -147,7 +147,9 @@ class LiveReply:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task | None = None
         self.upstream: asyncio.Task | None = None
-        self._waiters: list[asyncio.Future] = []
+        # Who waits for the next text, each with when it gives up; one timer for all of them.
+        self._waiters: list[tuple[asyncio.Future, float]] = []
+        self._timer: asyncio.TimerHandle | None = None
         self._cancelled = False
 
     def append(self, text: str) -> None:
@@ -160,27 +162,50 @@ class LiveReply:
     def end(self) -> None:
         self.finished = True
         self._wake()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.remote_followers:
             _runtime.publish(f"end:{self.pk}")
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
+        for waiter, _ in waiters:
             _resolve(waiter, True)
 
     async def wait(self, offset: int, timeout: float) -> bool:
-        """Wait until there is text past `offset` or the reply has ended; False on timeout."""
+        """Wait until there is text past `offset` or the reply has ended; False after `timeout` seconds.
+
+        Called on the reply's loop, once per piece of every stream that follows it. One timer
+        serves all of its waits: it is moved only when it fires before the first of them gives up
+        (a wait normally ends with the next piece, long before), not set and cancelled at each.
+        """
         if len(self.content) > offset or self.finished:
             return True
-        # A future and a timer: wait_for would wrap them in more of each, once per piece of every stream.
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
-        self._waiters.append(waiter)
-        timer = loop.call_later(timeout, _resolve, waiter, False)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
+        deadline = loop.time() + timeout
+        self._waiters.append((waiter, deadline))
+        if self._timer is None or self._timer.when() > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(deadline, self._expire, loop)
+        return await waiter
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Give up the waits whose time is over; set the timer again for the next one to end."""
+        self._timer = None
+        now, waiting = loop.time(), []
+        for waiter, deadline in self._waiters:
+            if waiter.done():
+                continue  # its stream went away
+            if deadline <= now:
+                waiter.set_result(False)
+            else:
+                waiting.append((waiter, deadline))
+        self._waiters = waiting
+        if waiting:
+            self._timer = loop.call_at(min(deadline for _, deadline in waiting), self._expire, loop)
 
     def stop(self, *, interrupted: bool = False) -> None:
         """End the upstream call (from any thread); the reply then finishes as stopped, or interrupted."""

@@ -38,8 +38,13 @@ def sse(event: str, data, event_id: int | str | None = None) -> bytes:
     return ("\n".join(lines) + "\n\n").encode()
 
 
+# A delta goes out for every piece of every stream: its JSON is made by one encoder made once,
+# not by json.dumps making an encoder per call (the same bytes as sse("delta", {"content": text}, end)).
+_json_text = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _delta(text: str, end: int) -> bytes:
-    return sse("delta", {"content": text}, end)
+    return f'id: {end}\nevent: delta\ndata: {{"content": {_json_text(text)}}}\n\n'.encode()
 
 
 async def _follow_local(live: LiveReply, offset: int) -> AsyncIterator[bytes]:
@@ -130,11 +135,14 @@ async def _reply_events(reply_pk: int, offset: int) -> AsyncIterator[bytes]:
             yield chunk
         if live.result is not None and live.result.reply is not None:
             # Ran here: how it ended is in memory, no read needed.
-            for chunk in ending_events(live.result.reply, live.result.event, await _title(live)):
-                yield chunk
+            yield _together(ending_events(live.result.reply, live.result.event, await _title(live)))
             return
-    for chunk in ending_events(*await db(_ending_read, reply_pk)):
-        yield chunk
+    yield _together(ending_events(*await db(_ending_read, reply_pk)))
+
+
+def _together(events: Iterator[bytes]) -> bytes:
+    """Events ready at the same moment, sent as one chunk: one write to the client's socket, not one each."""
+    return b"".join(events)
 
 
 async def _title(live: LiveReply) -> str | None:

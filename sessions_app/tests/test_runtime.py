@@ -1,6 +1,7 @@
 """The reply runtime: async endpoints, a fair share per user, pieces instead of rewrites, one lifecycle."""
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection, transaction
@@ -194,3 +195,37 @@ def test_a_reply_stopped_while_it_ended_stays_stopped_and_is_charged_once(chat_s
     buckets = UsageBucket.objects.filter(user=user, span="day")
     assert sum(b.tokens for b in buckets) == event.billed_tokens
     assert sum(b.messages for b in buckets) == 1
+
+
+def test_waits_on_a_live_reply_end_with_its_text_or_their_own_time_and_share_one_timer():
+    live = runtime.LiveReply(SimpleNamespace(reply_pk=1, user_id=1, event=None))
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        # Each piece ends the waits before it: a stream waits once per piece, on the same timer.
+        timers = set()
+        for n in range(50):
+            waiting = asyncio.ensure_future(live.wait(len(live.content), 15))
+            await asyncio.sleep(0)
+            timers.add(id(live._timer))
+            live.append(f"{n} ")
+            assert await waiting is True
+        assert len(timers) == 1
+        # A wait with its own, shorter time gives up on time; a longer one beside it goes on.
+        offset = len(live.content)
+        started = loop.time()
+        patient = asyncio.ensure_future(live.wait(offset, 15))
+        assert await live.wait(offset, 0.05) is False
+        assert 0.05 <= loop.time() - started < 1
+        assert not patient.done()
+        # A stream that went away leaves nothing behind; the end ends the rest and the timer with them.
+        gone = asyncio.ensure_future(live.wait(offset, 0.05))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.sleep(0.1)
+        live.end()
+        assert await patient is True
+        assert live._timer is None and live._waiters == []
+        assert await live.wait(offset, 15) is True  # ended: no wait at all
+
+    asyncio.run(scenario())

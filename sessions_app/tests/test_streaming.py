@@ -373,3 +373,19 @@ def test_deleting_a_chat_while_its_reply_streams_still_charges_what_was_produced
     assert event.session_id is None and event.message_id is None
     assert event.state == UsageEvent.State.SETTLED
     assert event.completion_tokens > 0
+
+
+@pytest.mark.django_db(transaction=False)
+@pytest.mark.parametrize("text", ["Hello ", 'a "quote", a \\ and a\nline', "é ✓ 中文 \u2028", "", "{}"])
+def test_a_delta_is_the_event_sse_would_make_of_its_text(text):
+    made = streaming._delta(text, 42)
+    assert made == streaming.sse("delta", {"content": text}, 42)
+    (event,) = events_only(parse_events([made]))
+    assert (event.event, event.id, event.data) == ("delta", "42", {"content": text})
+
+
+def test_how_a_reply_ended_is_one_chunk_one_write_to_the_socket(api_client, chat_session):
+    chunks = list(stream_send(api_client, chat_session).streaming_content)
+
+    assert [event.event for event in events_only(parse_events(chunks[-1:]))] == ["assistant_message", "usage", "done"]
+    assert all(len(events_only(parse_events([chunk]))) == 1 for chunk in chunks[:-1])
