@@ -135,14 +135,26 @@ async def _reply_events(reply_pk: int, offset: int) -> AsyncIterator[bytes]:
             yield chunk
         if live.result is not None and live.result.reply is not None:
             # Ran here: how it ended is in memory, no read needed.
-            yield _together(ending_events(live.result.reply, live.result.event, await _title(live)))
+            async for chunk in _together(ending_events(live.result.reply, live.result.event, await _title(live))):
+                yield chunk
             return
-    yield _together(ending_events(*await db(_ending_read, reply_pk)))
+    async for chunk in _together(ending_events(*await db(_ending_read, reply_pk))):
+        yield chunk
 
 
-def _together(events: Iterator[bytes]) -> bytes:
-    """Events ready at the same moment, sent as one chunk: one write to the client's socket, not one each."""
-    return b"".join(events)
+async def _together(events: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Events ready at the same moment as one chunk: one write to the client's socket, not one each.
+
+    Those made before one fails are sent all the same, before the failure goes on.
+    """
+    made: list[bytes] = []
+    try:
+        made.extend(events)
+    except Exception:
+        if made:
+            yield b"".join(made)
+        raise
+    yield b"".join(made)
 
 
 async def _title(live: LiveReply) -> str | None:
