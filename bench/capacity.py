@@ -473,7 +473,10 @@ def section(store: dict, *, ramp: float, cut_after: float) -> str:
         f" (`bench/capacity_upstream.py`, asyncio) answers each with {PIECES} pieces"
         f" {PIECE_DELAY * 1000:g} ms apart, each piece the time it was written. The load client"
         f" (`bench/capacity_client.py`, asyncio on uvloop, a process of its own) and everything else"
-        f" share the machine's cores with the server and PostgreSQL. Each N runs on a freshly started"
+        f" share the machine's cores with the server and PostgreSQL. The run begins on a database"
+        f" cleared of what earlier runs left (their chats, messages, usage and sign-ins: each run adds"
+        f" thousands, and PostgreSQL's autovacuum went through a million of them during a later run"
+        f" before it was cleared). Each N runs on a freshly started"
         f" server ({WORKERS} workers, production settings) after {WARM_UPS} warm-up sends, and ends with"
         f" the server stopped and any reply still `generating` ended.",
         "",

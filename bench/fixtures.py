@@ -13,15 +13,15 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
 from django.core.management import call_command
-from django.db import models
+from django.db import connection, models
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
 from accounts.models import User
-from billing.models import SubscriptionType, UserSubscription
+from billing.models import ChatSessionUsage, SubscriptionType, UsageBucket, UsageEvent, UserSubscription
 from chatbots.models import AIModel, Chatbot
 from sessions_app.lifecycle import reply_reap
-from sessions_app.models import ChatMessage, ChatSession
+from sessions_app.models import ChatMessage, ChatSession, ReplyPiece
 
 
 @dataclass
@@ -40,8 +40,9 @@ class People:
 
 
 def prepare(count: int, *, warm_ups: int = 0, label: str = "capacity") -> People:
-    """Migrate; the tier, model and chatbot; `count` users (and `warm_ups` to warm up with), each signed in."""
+    """Migrate; clear what earlier runs left; the tier, model and chatbot; `count` users (and `warm_ups`), signed in."""
     call_command("migrate", verbosity=0, interactive=False)
+    earlier_runs_clear()
     tier, _ = SubscriptionType.objects.update_or_create(
         sku="CAPACITY",
         defaults={
@@ -96,6 +97,26 @@ def prepare(count: int, *, warm_ups: int = 0, label: str = "capacity") -> People
     users = [by_email[email] for email in emails[:count]]
     warm = [by_email[email] for email in emails[count:]]
     return People(tier=tier, model=model, chatbot=chatbot, users=users, warm_users=warm, sessions=sessions)
+
+
+# What each run adds: its chats (with their messages, pieces and usage) and its users' sign-ins.
+RUN_TABLES = [ChatSession, ChatMessage, ReplyPiece, UsageEvent, UsageBucket, ChatSessionUsage, Session]
+
+
+def earlier_runs_clear() -> None:
+    """Start every run from the same database: without the chats, usage and sign-ins of the runs before it.
+
+    Kept, they grow with every run (here to a million messages and half a million chats), and
+    PostgreSQL's autovacuum then goes through them while a later run is being measured.
+    """
+    if not connection.settings_dict["NAME"].startswith("chatsite_bench"):
+        name = connection.settings_dict["NAME"]
+        print(f"bench: {name} is not a benchmark's own database: what earlier runs left stays")
+        return
+    tables = ", ".join(connection.ops.quote_name(model._meta.db_table) for model in RUN_TABLES)
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {tables}")
+        cursor.execute(f"VACUUM ANALYZE {tables}")
 
 
 def new_chats(people: People, users: list[User]) -> list[int]:
