@@ -109,8 +109,8 @@ def earlier_runs_clear() -> None:
     Kept, they grow with every run (here to a million messages and half a million chats), and
     PostgreSQL's autovacuum then goes through them while a later run is being measured.
     """
-    if not connection.settings_dict["NAME"].startswith("chatsite_bench"):
-        name = connection.settings_dict["NAME"]
+    name = connection.settings_dict["NAME"]
+    if not name.startswith("chatsite_bench"):
         print(f"bench: {name} is not a benchmark's own database: what earlier runs left stays")
         return
     tables = ", ".join(connection.ops.quote_name(model._meta.db_table) for model in RUN_TABLES)
