@@ -7,6 +7,7 @@ from accounts.tests.factories import UserFactory
 from billing.services import subscription_current
 from billing.tests.factories import SubscriptionTypeFactory
 from chatbots.tests.factories import AIModelFactory, ChatbotFactory
+from chatsite.testing.quiet import wait_quiet
 from sessions_app.tests.factories import ChatSessionFactory
 
 
@@ -17,11 +18,10 @@ def _media_root(settings, tmp_path):
 
 @pytest.fixture(autouse=True)
 def _replies_finish():
-    """Replies run as tasks on the runtime's loop: let them end before the test's database goes."""
+    """Let the test's replies end, and the live server answer what a closed page asked last, before the
+    test's database is emptied (chatsite.testing.quiet says why)."""
     yield
-    from sessions_app.runtime import wait_idle
-
-    assert wait_idle(timeout=30), "a reply was still running 30 s after its test"
+    assert wait_quiet(timeout=30), "a reply or a live server request still ran 30 s after its test"
 
 
 @pytest.fixture(scope="session", autouse=True)
