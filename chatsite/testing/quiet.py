@@ -1,5 +1,5 @@
 """Waiting, at the end of a test, until nothing it began still runs: its replies, and the requests the
-live test server is answering (a browser page asks for its usage and its chat list after each reply).
+live test server is answering (a chat page asks for its usage hint as each reply ends).
 
 The test's database is emptied next, with one TRUNCATE of every table; beside a query still running on
 the live server it can deadlock, and PostgreSQL then cancels the TRUNCATE, leaving the rows behind for
